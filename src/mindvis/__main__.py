@@ -1,0 +1,3 @@
+from mindvis.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Command-line interface: `python -m mindvis <command>`; one command per pipeline step."""

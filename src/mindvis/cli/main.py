@@ -1,0 +1,107 @@
+"""Entry point: `python -m mindvis <command> [options]`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import textwrap
+
+from mindvis import __version__
+from mindvis.cli.registry import COMMANDS
+from mindvis.utils.errors import MindVisError
+
+log = logging.getLogger("mindvis")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every command shares: its config section and its tracking identity."""
+    group = parser.add_argument_group("pipeline options (shared by every command)")
+    group.add_argument(
+        "--config",
+        default=None,
+        metavar="YAML|PATH",
+        help="this step's config section: a YAML/JSON file or an inline YAML/JSON string "
+        "(Snakemake passes exactly the section the rule declares). Keys left out take "
+        "their documented defaults.",
+    )
+    group.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, dotted (e.g. --set simulate.snr=0.5); repeatable",
+    )
+    group.add_argument("--rule", default=None, help="Snakemake rule name (names the MLflow run)")
+    group.add_argument(
+        "--wildcard",
+        dest="wildcards",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Snakemake wildcard of this job, e.g. subject=1 (tags the MLflow run); repeatable",
+    )
+    group.add_argument(
+        "--no-tracking",
+        action="store_true",
+        help="do not log to MLflow (the work is done all the same)",
+    )
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    width = max(len(n) for n in COMMANDS)
+    listing = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="mindvis",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="MinD-Vis as a reproducible pipeline: each command is one step of the "
+        "Snakemake DAG and also works on its own.",
+        epilog="commands:\n" + listing + "\n\nRun `mindvis <command> --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"mindvis {__version__}")
+    parser.add_argument("command", choices=list(COMMANDS), metavar="command", help="one of the commands below")
+    return parser
+
+
+def build_command_parser(name: str):
+    module_name, summary = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog=f"mindvis {name}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=summary + "\n\n" + textwrap.dedent(module.__doc__ or "").strip(),
+    )
+    module.add_arguments(parser)
+    add_common_arguments(parser)
+    return module, parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    if not argv or argv[0] in ("-h", "--help", "--version"):
+        top.parse_args(argv or ["--help"])
+        return 0
+    if argv[0] not in COMMANDS:
+        top.error(f"unknown command '{argv[0]}' (choose from: {', '.join(COMMANDS)})")
+    module, parser = build_command_parser(argv[0])
+    args = parser.parse_args(argv[1:])
+    args.command = argv[0]
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        code = module.run(args)
+    except MindVisError as exc:
+        print(f"mindvis {argv[0]}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

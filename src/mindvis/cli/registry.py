@@ -1,0 +1,21 @@
+"""The commands, in pipeline order: name -> (module, one-line summary).
+
+Modules are imported only when their command runs, so `--help` stays fast
+and a command never pays for another's heavy imports (torch, mlflow).
+Each module defines `add_arguments(parser)` and `run(args) -> int | None`;
+its docstring is the command's long help.
+"""
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "make-stimuli": ("mindvis.simulate.cli_stimuli", "build the embedded stimulus set (images + GOD-style id lists)"),
+    "simulate-god": ("mindvis.simulate.cli_god", "simulate one GOD subject as a BData SubjectN.h5 file"),
+    "simulate-hcp": ("mindvis.simulate.cli_hcp", "simulate one HCP subject's resting-state CIFTI runs"),
+    "simulate-bold5000": ("mindvis.simulate.cli_bold5000", "simulate one BOLD5000 subject's GLMsingle release"),
+    "preprocess-god-images": ("mindvis.preprocess.cli_god_images", "GOD stimulus images -> images_256.npz + label CSVs"),
+    "preprocess-god": ("mindvis.preprocess.cli_god", "GOD SubjectN.h5 -> MinD-Vis sbj_N.npz"),
+    "preprocess-hcp": ("mindvis.preprocess.cli_hcp", "HCP dtseries (or 4-D NIfTI) -> HCP_visual_voxel.npz"),
+    "preprocess-bold5000": ("mindvis.preprocess.cli_bold5000", "BOLD5000 GLMsingle betas -> per-ROI arrays + npz"),
+    "pretrain-mbm": ("mindvis.training.cli_pretrain", "stage A1: SC-MBM pre-training"),
+    "finetune-mbm": ("mindvis.training.cli_finetune", "stage A2: SC-MBM fine-tuning on one dataset/subject"),
+    "inspect": ("mindvis.cli.inspect_cmd", "print what an npz / h5 / checkpoint file holds"),
+}

@@ -1,0 +1,1 @@
+"""Datasets that feed the models, with MinD-Vis's preprocessing conventions."""

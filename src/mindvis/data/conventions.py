@@ -1,0 +1,64 @@
+"""MinD-Vis's conventions for fMRI vectors (REFERENCE.md section 3).
+
+These few functions fix the shapes a checkpoint depends on, so every dataset
+goes through them:
+- wrap padding by `16 - V % 16` voxels (always at least one; 16 when V is
+  already a multiple of 16), as `numpy.pad(..., mode="wrap")`;
+- one scalar mean and std over the whole training matrix; the test set is
+  normalised with the training statistics;
+- several subjects: each wrap-padded to the longest length, rows concatenated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+PATCH_SIZE = 16
+
+
+def wrap_pad_amount(n_voxels: int, patch_size: int = PATCH_SIZE) -> int:
+    """How many voxels MinD-Vis appends: `patch - V % patch`, never zero."""
+    return patch_size - n_voxels % patch_size
+
+
+def wrap_pad(x: np.ndarray, patch_size: int = PATCH_SIZE) -> np.ndarray:
+    """Pad the last axis by wrapping around, MinD-Vis style."""
+    extra = wrap_pad_amount(x.shape[-1], patch_size)
+    widths = [(0, 0)] * (x.ndim - 1) + [(0, extra)]
+    return np.pad(x, widths, mode="wrap")
+
+
+def pad_to_length(x: np.ndarray, length: int) -> np.ndarray:
+    """Wrap-pad (or cut) the last axis to exactly `length` voxels."""
+    if x.shape[-1] >= length:
+        return x[..., :length]
+    widths = [(0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1])]
+    return np.pad(x, widths, mode="wrap")
+
+
+@dataclass(frozen=True)
+class ScalarNorm:
+    """One mean and one std for a whole matrix (not per voxel)."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, train: np.ndarray) -> ScalarNorm:
+        train = np.asarray(train, dtype=np.float64)
+        std = float(train.std())
+        return cls(mean=float(train.mean()), std=std if std > 0 else 1.0)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+
+def join_subjects(matrices: Sequence[np.ndarray]) -> np.ndarray:
+    """Wrap-pad each subject's (n, V_s) matrix to the longest V, then stack rows."""
+    if not matrices:
+        raise ValueError("no subjects to join")
+    length = max(m.shape[-1] for m in matrices)
+    return np.concatenate([pad_to_length(m, length) for m in matrices], axis=0)
