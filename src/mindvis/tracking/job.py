@@ -144,10 +144,11 @@ class JobTracker:
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
             self._lock_path = db.with_name(db.name + ".lock")
-        self._client = MlflowClient(tracking_uri=self.uri)
 
         def create() -> str:
-            client = self._client
+            # Building the client opens the store, which creates or migrates the
+            # SQLite schema: that must happen under the lock too.
+            self._client = client = MlflowClient(tracking_uri=self.uri)
             exp = client.get_experiment_by_name(self.experiment)
             if exp is None:
                 exp_id = client.create_experiment(self.experiment, artifact_location=settings.artifact_root())

@@ -1,0 +1,29 @@
+# mindvis: MinD-Vis from the raw HCP / GOD / BOLD5000 releases to a metrics table.
+#
+#   snakemake --cores all                              # embedded default (simulated data, tiny models)
+#   snakemake --cores all --configfile config/god.yaml # real GOD release, paper-scale settings
+#
+# Every rule calls one `python -m mindvis <command>` and declares, as params,
+# exactly the config section it depends on: Snakemake's params trigger then
+# reruns that step (and what is downstream) only when that section changes.
+
+from snakemake.utils import min_version, validate
+
+min_version("8.10")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+
+
+include: "rules/common.smk"
+include: "rules/simulate.smk"
+include: "rules/preprocess.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,61 @@
+# Shared helpers for every rule file: paths, config sections, tracking.
+
+import json
+import os
+from pathlib import Path
+
+# The source tree comes first on the path, so `--use-conda` environments (which
+# list only third-party packages) and cluster jobs run this checkout's code.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p
+)
+# MLFLOW_TRACKING_URI in the environment wins; otherwise the config's URI is
+# exported so every job (local or on a cluster) logs to the same store.
+os.environ.setdefault("MLFLOW_TRACKING_URI", config["tracking"]["uri"])
+os.environ.setdefault("MINDVIS_EXPERIMENT", config["tracking"]["experiment"])
+os.environ.setdefault("MINDVIS_ARTIFACT_ROOT", config["tracking"]["artifact_root"])
+
+RAW = config["paths"]["raw"]
+PROCESSED = config["paths"]["processed"]
+RESULTS = config["paths"]["results"]
+STIMULI = f"{RAW}/stimuli"
+
+
+def section(*keys):
+    """The JSON text of config[keys[0]][keys[1]]...: what a rule passes to --config.
+
+    Declared as a rule param, so a change in this section (and only this one)
+    reruns the rule.
+    """
+    node = config
+    for key in keys:
+        node = node[key]
+    return json.dumps(node, sort_keys=True)
+
+
+def subjects(dataset):
+    return [str(s) for s in config[dataset]["subjects"]]
+
+
+def enabled(dataset):
+    return bool(config[dataset]["subjects"])
+
+
+def simulated(dataset):
+    return config[dataset]["source"] == "simulate"
+
+
+# --- GOD paths (MinD-Vis's data/Kamitani/npz layout) -------------------------
+GOD_NPZ_DIR = f"{PROCESSED}/Kamitani/npz"
+
+
+def god_bdata(subject):
+    return f"{config['god']['raw_dir']}/Subject{subject}.h5"
+
+
+def all_targets():
+    targets = []
+    if enabled("god"):
+        targets += expand(f"{GOD_NPZ_DIR}/sbj_{{subject}}.npz", subject=subjects("god"))
+        targets.append(f"{GOD_NPZ_DIR}/images_256.npz")
+    return targets

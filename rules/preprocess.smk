@@ -1,0 +1,42 @@
+# Raw releases -> MinD-Vis's own input files (one job per subject).
+
+
+rule preprocess_god_images:
+    input:
+        train_list=config["god"]["train_list"],
+        test_list=config["god"]["test_list"],
+        image_dir=config["god"]["image_dir"],
+    output:
+        images=f"{GOD_NPZ_DIR}/images_256.npz",
+        train_labels=f"{GOD_NPZ_DIR}/imagenet_training_label.csv",
+        test_labels=f"{GOD_NPZ_DIR}/imagenet_testing_label.csv",
+    params:
+        cfg=section("god", "images"),
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{RESULTS}/logs/preprocess_god_images.log",
+    shell:
+        "python -m mindvis preprocess-god-images --train-list {input.train_list} "
+        "--test-list {input.test_list} --image-dir {input.image_dir} --out-dir {GOD_NPZ_DIR} "
+        "--config {params.cfg:q} --rule {rule} --wildcard dataset=god > {log} 2>&1"
+
+
+rule preprocess_god:
+    input:
+        bdata=god_bdata("{subject}"),
+        train_list=config["god"]["train_list"],
+        test_list=config["god"]["test_list"],
+    output:
+        f"{GOD_NPZ_DIR}/sbj_{{subject}}.npz",
+    params:
+        cfg=section("god", "preprocess"),
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{RESULTS}/logs/preprocess_god/{{subject}}.log",
+    shell:
+        "python -m mindvis preprocess-god --bdata {input.bdata} --train-list {input.train_list} "
+        "--test-list {input.test_list} --subject {wildcards.subject} --out {output} "
+        "--config {params.cfg:q} "
+        "--rule {rule} --wildcard dataset=god --wildcard subject={wildcards.subject} > {log} 2>&1"

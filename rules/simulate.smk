@@ -1,0 +1,40 @@
+# Simulated raw releases for the embedded default: the same file formats as the
+# real data, so the preprocessing that runs in the demo is the one that runs on
+# real files. With `source: release` these rules are absent and the raw files
+# must exist where the config points.
+
+
+rule make_stimuli:
+    output:
+        npz=f"{STIMULI}/stimuli.npz",
+        train_list=f"{STIMULI}/imageID_training.csv",
+        test_list=f"{STIMULI}/imageID_test.csv",
+        images=directory(f"{STIMULI}/images"),
+    params:
+        cfg=section("stimuli"),
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{RESULTS}/logs/make_stimuli.log",
+    shell:
+        "python -m mindvis make-stimuli --out-dir {STIMULI} --config {params.cfg:q} "
+        "--rule {rule} > {log} 2>&1"
+
+
+if simulated("god"):
+
+    rule simulate_god:
+        input:
+            stimuli=rules.make_stimuli.output.npz,
+        output:
+            god_bdata("{subject}"),
+        params:
+            cfg=section("god", "simulate"),
+        conda:
+            "../envs/data.yaml"
+        log:
+            f"{RESULTS}/logs/simulate_god/{{subject}}.log",
+        shell:
+            "python -m mindvis simulate-god --stimuli {input.stimuli} --subject {wildcards.subject} "
+            "--out {output} --config {params.cfg:q} "
+            "--rule {rule} --wildcard dataset=god --wildcard subject={wildcards.subject} > {log} 2>&1"
