@@ -143,11 +143,10 @@ def _match_trials(bdata: BData, rows: np.ndarray, images: ImageList, what: str) 
 
 def _bad_voxels(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(non-finite, constant) voxel flags over the rows of `x`."""
-    nonfinite = ~np.isfinite(x).all(axis=0)
-    with np.errstate(invalid="ignore"):
-        constant = (np.nanmax(np.where(np.isfinite(x), x, np.nan), axis=0) == np.nanmin(
-            np.where(np.isfinite(x), x, np.nan), axis=0
-        )) & ~nonfinite
+    finite = np.isfinite(x)
+    nonfinite = ~finite.all(axis=0)
+    safe = np.where(finite, x, 0.0)  # equals x on every voxel that can be called constant
+    constant = (safe.max(axis=0) == safe.min(axis=0)) & ~nonfinite
     return nonfinite, constant
 
 
@@ -178,9 +177,9 @@ def build_subject_arrays(
     check_config(cfg)
     roi = str(cfg.roi).strip()
     _require_keys(bdata, [f"ROI_{roi}", "DataType", "stimulus_id"])
-    label_columns = [int(bdata.columns_flagged(k)[0]) for k in ("DataType", "stimulus_id")
-                     if bdata.columns_flagged(k).size == 1]
     train_rows, test_rows, n_imagery = _trial_rows(bdata)
+    bdata.label("stimulus_id")  # raises unless exactly one column holds it
+    label_columns = [int(bdata.columns_flagged(k)[0]) for k in ("DataType", "stimulus_id")]
     cols = _roi_columns(bdata, roi, label_columns)
 
     train_pos = _match_trials(bdata, train_rows, train_list, "training (DataType 1)")

@@ -1,0 +1,278 @@
+"""GOD (Kamitani) subjects as MinD-Vis reads them: `sbj_N.npz` + `images_256.npz`.
+
+`load_god_npz` reads one subject file, ours (`preprocess-god`) or MinD-Vis's
+own released one, unchanged: `arr_0`..`arr_3` are required, `arr_4`.. and the
+ROI mask keys are optional (REFERENCE.md section 2).
+
+`GodFmriDataset` applies MinD-Vis's conventions (REFERENCE.md section 3,
+`mindvis.data.conventions`), in the reference's order:
+  1. keep the ROI's voxels (mask `roi`, default VC);
+  2. wrap-pad each subject by 16 - V % 16 voxels;
+  3. several subjects: wrap-pad each to the longest padded length (or to
+     `padded_length`, e.g. a checkpoint's), then stack rows;
+  4. z-score with ONE scalar mean/std fitted on the joined TRAINING matrix;
+     the test split reuses those training statistics (so its mean is not 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, pad_to_length, wrap_pad
+from mindvis.utils.errors import ConfigError, InputDataError
+
+log = logging.getLogger(__name__)
+
+_ARRAY_KEY = re.compile(r"^arr_\d+$")
+REQUIRED_KEYS = ("arr_0", "arr_1", "arr_2", "arr_3")
+SPLITS = ("train", "test", "test_trials")
+
+
+@dataclass
+class GodSubjectData:
+    """One GOD subject (all voxels of the file; `select_roi` narrows them)."""
+
+    train_fmri: np.ndarray  # (n_train, V) float32, arr_0, trial order
+    test_fmri_trials: np.ndarray  # (n_test_trials, V) float32, arr_1, grouped image by image
+    test_fmri: np.ndarray  # (n_test_images, V) float32, arr_2, row i <-> test_images[i]
+    train_image_index: np.ndarray  # (n_train,) int64, arr_3, row in train_images
+    test_labels: np.ndarray | None  # arr_4 when present
+    roi_masks: dict[str, np.ndarray]  # name -> bool (V,)
+    path: Path | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # arr_5 (noise ceiling), arr_6 (SNR), ...
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.train_fmri.shape[1])
+
+    def roi_mask(self, roi: str | None) -> np.ndarray:
+        """Boolean (V,) mask of `roi`; None = all voxels.
+
+        A file without any ROI mask is taken to hold the VC selection already
+        (what `preprocess-god` keeps by default), so roi "VC" then means all voxels.
+        """
+        if roi is None or (roi == "VC" and not self.roi_masks):
+            if roi is not None:
+                log.info("%s has no ROI masks; using all %d voxels as VC", self.path, self.n_voxels)
+            return np.ones(self.n_voxels, dtype=bool)
+        if roi not in self.roi_masks:
+            raise InputDataError(
+                self.path, f"no ROI mask '{roi}' (masks present: {', '.join(self.roi_masks) or 'none'})"
+            )
+        mask = self.roi_masks[roi]
+        if not mask.any():
+            raise InputDataError(self.path, f"ROI mask '{roi}' selects no voxels")
+        return mask
+
+    def select_roi(self, roi: str | None) -> GodSubjectData:
+        """A copy holding only the voxels of `roi` (masks cut the same way)."""
+        mask = self.roi_mask(roi)
+        return GodSubjectData(
+            train_fmri=self.train_fmri[:, mask],
+            test_fmri_trials=self.test_fmri_trials[:, mask],
+            test_fmri=self.test_fmri[:, mask],
+            train_image_index=self.train_image_index,
+            test_labels=self.test_labels,
+            roi_masks={k: m[mask] for k, m in self.roi_masks.items()},
+            path=self.path,
+            extras=self.extras,
+        )
+
+    def test_trial_image_index(self) -> np.ndarray:
+        """Image of each arr_1 row; only defined when every test image has the same number of trials."""
+        n_trials, n_images = self.test_fmri_trials.shape[0], self.test_fmri.shape[0]
+        if n_trials % n_images:
+            raise InputDataError(
+                self.path,
+                f"arr_1 has {n_trials} test trials for {n_images} images: repeats differ between images, "
+                "so the image of each trial is not recoverable from the npz",
+            )
+        return np.repeat(np.arange(n_images, dtype=np.int64), n_trials // n_images)
+
+
+def _open_npz(path: Path, what: str) -> np.lib.npyio.NpzFile:
+    if not path.is_file():
+        raise InputDataError(path, f"{what} not found")
+    try:
+        obj = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputDataError(path, f"not a readable npz file (truncated or corrupt?): {exc}") from None
+    if not isinstance(obj, np.lib.npyio.NpzFile):
+        raise InputDataError(path, f"is a single .npy array, not an npz archive ({what})")
+    return obj
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with _open_npz(path, "GOD subject npz") as npz:
+        try:
+            return {key: npz[key] for key in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+            raise InputDataError(path, f"npz member unreadable (truncated or corrupt?): {exc}") from None
+
+
+def _as_index(path: Path, arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.ndim != 1:
+        raise InputDataError(path, f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not np.all(arr == np.round(arr)):
+            raise InputDataError(path, f"{name} must hold whole-number image indices")
+    elif arr.dtype.kind not in "iu":
+        raise InputDataError(path, f"{name} must hold integer image indices, got dtype {arr.dtype}")
+    out = arr.astype(np.int64)
+    if out.size and out.min() < 0:
+        raise InputDataError(path, f"{name} holds negative image indices")
+    return out
+
+
+def _as_mask(path: Path, arr: np.ndarray, name: str, n_voxels: int) -> np.ndarray:
+    if arr.shape != (n_voxels,):
+        raise InputDataError(path, f"ROI mask '{name}' has shape {arr.shape}, expected ({n_voxels},) like arr_0's voxels")
+    if arr.dtype != bool:
+        if not np.isin(arr, (0, 1)).all():
+            raise InputDataError(path, f"ROI mask '{name}' must be boolean (0/1), got values outside 0/1")
+        arr = arr.astype(bool)
+    return arr
+
+
+def load_god_npz(path: str | os.PathLike) -> GodSubjectData:
+    """Read and check one `sbj_N.npz`; every defect is an `InputDataError` naming the file."""
+    path = Path(path)
+    raw = _read_npz(path)
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
+    if missing:
+        raise InputDataError(path, f"missing key(s) {', '.join(missing)} (keys present: {', '.join(sorted(raw))})")
+    fmri = {}
+    for key in ("arr_0", "arr_1", "arr_2"):
+        arr = raw[key]
+        if arr.ndim != 2 or arr.dtype.kind not in "fiu":
+            raise InputDataError(path, f"{key} must be a 2-D numeric (samples, voxels) array, got {arr.dtype} {arr.shape}")
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:
+            raise InputDataError(path, f"{key} holds {bad} NaN/Inf value(s); rerun preprocess-god (bad_voxels: drop)")
+        fmri[key] = arr.astype(np.float32, copy=False)
+    widths = {k: a.shape[1] for k, a in fmri.items()}
+    if len(set(widths.values())) != 1:
+        raise InputDataError(path, f"arr_0, arr_1, arr_2 disagree on the number of voxels: {widths}")
+    train_index = _as_index(path, raw["arr_3"], "arr_3")
+    if train_index.size != fmri["arr_0"].shape[0]:
+        raise InputDataError(
+            path, f"arr_3 has {train_index.size} image indices for {fmri['arr_0'].shape[0]} training trials (arr_0)"
+        )
+    n_voxels = fmri["arr_0"].shape[1]
+    masks = {k: _as_mask(path, a, k, n_voxels) for k, a in raw.items() if not _ARRAY_KEY.match(k)}
+    extras = {k: a for k, a in raw.items() if _ARRAY_KEY.match(k) and k not in (*REQUIRED_KEYS, "arr_4")}
+    return GodSubjectData(
+        train_fmri=fmri["arr_0"],
+        test_fmri_trials=fmri["arr_1"],
+        test_fmri=fmri["arr_2"],
+        train_image_index=train_index,
+        test_labels=raw.get("arr_4"),
+        roi_masks=masks,
+        path=path,
+        extras=extras,
+    )
+
+
+def _load_images(path: Path, split: str, image_index: np.ndarray) -> np.ndarray:
+    key = "train_images" if split == "train" else "test_images"
+    with _open_npz(path, "images npz") as npz:
+        if key not in npz.files:
+            raise InputDataError(path, f"has no '{key}' (keys: {', '.join(npz.files)})")
+        try:
+            images = npz[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise InputDataError(path, f"'{key}' unreadable (truncated or corrupt?): {exc}") from None
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise InputDataError(path, f"{key} must be (n, H, W, 3) uint8, got {images.dtype} {images.shape}")
+    if image_index.size and image_index.max() >= images.shape[0]:
+        raise InputDataError(
+            path, f"{key} holds {images.shape[0]} images but the fMRI refers to image {int(image_index.max())}"
+        )
+    return images
+
+
+class GodFmriDataset(Dataset):
+    """GOD fMRI (and images) for MinD-Vis: items {"fmri": (1, L) float32, "image_index", "subject"[, "image"]}.
+
+    Attributes: `norm` (the ScalarNorm fitted on the joined training matrix),
+    `padded_length` (L, a multiple of `patch_size` unless `padded_length` was
+    forced), `num_voxels` (= L, the reference's name), `subjects` (per-subject
+    GodSubjectData restricted to the ROI).
+    """
+
+    def __init__(
+        self,
+        npz_paths: str | os.PathLike | Sequence[str | os.PathLike],
+        images_npz: str | os.PathLike | None = None,
+        split: str = "train",
+        roi: str | None = "VC",
+        patch_size: int = PATCH_SIZE,
+        padded_length: int | None = None,
+        image_transform: Callable[[np.ndarray], Any] | None = None,
+    ):
+        if split not in SPLITS:
+            raise ConfigError(f"GodFmriDataset: split must be one of {SPLITS}, got '{split}'")
+        paths = [npz_paths] if isinstance(npz_paths, (str, os.PathLike)) else list(npz_paths)
+        if not paths:
+            raise ConfigError("GodFmriDataset: no subject npz given")
+        self.split = split
+        self.image_transform = image_transform
+        self.subjects = [load_god_npz(p).select_roi(roi) for p in paths]
+
+        train_padded = [wrap_pad(s.train_fmri, patch_size) for s in self.subjects]
+        natural = max(m.shape[1] for m in train_padded)
+        if padded_length is not None and padded_length < natural:
+            raise ConfigError(
+                f"GodFmriDataset: padded_length {padded_length} is shorter than the data's {natural} padded voxels"
+            )
+        self.padded_length = int(padded_length or natural)
+        self.num_voxels = self.padded_length
+        # Scalar statistics of the joined, padded TRAINING matrix, whatever the split.
+        self.norm = ScalarNorm.fit(np.concatenate([pad_to_length(m, self.padded_length) for m in train_padded]))
+
+        rows, image_index, subject_index = [], [], []
+        for s_i, subj in enumerate(self.subjects):
+            x, idx = self._split_of(subj)
+            rows.append(pad_to_length(wrap_pad(x, patch_size), self.padded_length))
+            image_index.append(idx)
+            subject_index.append(np.full(idx.size, s_i, dtype=np.int64))
+        self.fmri = self.norm.apply(np.concatenate(rows))  # (n, L) float32
+        self.image_index = np.concatenate(image_index)
+        self.subject_index = np.concatenate(subject_index)
+        self.images = None if images_npz is None else _load_images(Path(images_npz), split, self.image_index)
+        log.info(
+            "GOD %s: %d samples from %d subject(s), %d voxels padded to %d, norm mean %.4g std %.4g",
+            split, len(self), len(self.subjects), natural, self.padded_length, self.norm.mean, self.norm.std,
+        )
+
+    def _split_of(self, subj: GodSubjectData) -> tuple[np.ndarray, np.ndarray]:
+        if self.split == "train":
+            return subj.train_fmri, subj.train_image_index
+        if self.split == "test":
+            return subj.test_fmri, np.arange(subj.test_fmri.shape[0], dtype=np.int64)
+        return subj.test_fmri_trials, subj.test_trial_image_index()
+
+    def __len__(self) -> int:
+        return int(self.fmri.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "fmri": torch.from_numpy(self.fmri[i][None, :].copy()),
+            "image_index": int(self.image_index[i]),
+            "subject": int(self.subject_index[i]),
+        }
+        if self.images is not None:
+            image = self.images[self.image_index[i]]
+            item["image"] = self.image_transform(image) if self.image_transform else torch.from_numpy(image.copy())
+        return item

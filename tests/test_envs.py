@@ -1,0 +1,73 @@
+"""The conda environments (`--use-conda`) parse and cover what the code imports.
+
+Conda is not available in CI, so this is the check that keeps envs/ honest.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+
+import yaml
+
+from conftest import REPO_ROOT
+
+# import name -> package name as conda-forge / pip spell it
+_PACKAGE_OF = {
+    "torch": "pytorch",
+    "PIL": "pillow",
+    "sklearn": "scikit-learn",
+    "skimage": "scikit-image",
+    "yaml": "pyyaml",
+    "hcp_utils": "hcp-utils",
+}
+_NOT_RUNTIME = {"pytest", "bdpy", "snakemake", "jsonschema", "psutil"}
+
+
+def _env_packages(path) -> set[str]:
+    env = yaml.safe_load(path.read_text())
+    names: set[str] = set()
+    for dep in env["dependencies"]:
+        items = dep["pip"] if isinstance(dep, dict) else [dep]
+        for item in items:
+            names.add(re.split(r"[<>=!~ \[]", item, maxsplit=1)[0].lower())
+    return names
+
+
+def _third_party_imports() -> set[str]:
+    found: set[str] = set()
+    for path in (REPO_ROOT / "src/mindvis").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m != "mindvis"}
+
+
+def test_env_files_parse_and_pin_python():
+    envs = sorted((REPO_ROOT / "envs").glob("*.yaml"))
+    assert envs, "no conda environments in envs/"
+    for path in envs:
+        env = yaml.safe_load(path.read_text())
+        assert "conda-forge" in env["channels"]
+        assert any(str(d).startswith("python") for d in env["dependencies"] if isinstance(d, str))
+
+
+def test_envs_cover_every_third_party_import():
+    available = set().union(*(_env_packages(p) for p in (REPO_ROOT / "envs").glob("*.yaml")))
+    missing = {
+        m for m in _third_party_imports() - _NOT_RUNTIME if _PACKAGE_OF.get(m, m).lower() not in available
+    }
+    assert not missing, f"imported by src/ but in no envs/*.yaml: {sorted(missing)}"
+
+
+def test_every_rule_names_a_conda_env_that_exists():
+    for smk in (REPO_ROOT / "rules").glob("*.smk"):
+        text = smk.read_text()
+        n_rules = len(re.findall(r"^\s*rule \w+:", text, flags=re.M))
+        envs = re.findall(r'conda:\s*\n\s*"([^"]+)"', text)
+        assert len(envs) == n_rules, f"{smk.name}: {n_rules} rules but {len(envs)} conda: directives"
+        for env in envs:
+            assert (smk.parent / env).resolve().is_file(), f"{smk.name}: {env} does not exist"
