@@ -58,4 +58,37 @@ def all_targets():
     if enabled("god"):
         targets += expand(f"{GOD_NPZ_DIR}/sbj_{{subject}}.npz", subject=subjects("god"))
         targets.append(f"{GOD_NPZ_DIR}/images_256.npz")
+    if enabled("bold5000"):
+        for subject in subjects("bold5000"):
+            targets += bold5000_outputs(subject)
     return targets
+
+
+# --- BOLD5000 paths (MinD-Vis's data/BOLD5000 layout) -------------------------
+B5_DIR = f"{PROCESSED}/BOLD5000"
+B5_ROI_NPY = (
+    f"{B5_DIR}/BOLD5000_GLMsingle_ROI_betas/py/"
+    "CSI{subject}_GLMbetas-TYPED-FITHRF-GLMDENOISE-RR_allses_{hemi}{roi}.npy"
+)
+B5_ROIS = ["EarlyVis", "LOC", "OPA", "PPA", "RSC"]
+
+
+def bold5000_marker(subject):
+    """The file a simulated subject writes last (its chronological image list)."""
+    return f"{config['bold5000']['raw_dir']}/CSI{subject}_imgnames.txt"
+
+
+def bold5000_raw_input(wildcards):
+    # A simulated subject is complete when its imgnames file exists; a real
+    # release is a folder searched recursively, so depend on the folder.
+    if simulated("bold5000"):
+        return bold5000_marker(wildcards.subject)
+    return config["bold5000"]["raw_dir"]
+
+
+def bold5000_outputs(subject):
+    return [
+        B5_ROI_NPY.format(subject=subject, hemi=hemi, roi=roi)
+        for roi in config["bold5000"]["preprocess"]["rois"]
+        for hemi in config["bold5000"]["preprocess"]["hemispheres"]
+    ] + [f"{B5_DIR}/npz/CSI{subject}.npz"]

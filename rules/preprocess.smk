@@ -40,3 +40,27 @@ rule preprocess_god:
         "--test-list {input.test_list} --subject {wildcards.subject} --out {output} "
         "--config {params.cfg:q} "
         "--rule {rule} --wildcard dataset=god --wildcard subject={wildcards.subject} > {log} 2>&1"
+
+
+rule preprocess_bold5000:
+    input:
+        bold5000_raw_input,
+    output:
+        roi_npy=expand(
+            B5_ROI_NPY,
+            roi=config["bold5000"]["preprocess"]["rois"],
+            hemi=config["bold5000"]["preprocess"]["hemispheres"],
+            allow_missing=True,
+        ),
+        npz=f"{B5_DIR}/npz/CSI{{subject}}.npz",
+    params:
+        cfg=section("bold5000", "preprocess"),
+        raw_dir=config["bold5000"]["raw_dir"],
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{RESULTS}/logs/preprocess_bold5000/{{subject}}.log",
+    shell:
+        "python -m mindvis preprocess-bold5000 --raw-dir {params.raw_dir} --subject {wildcards.subject} "
+        "--out-dir {B5_DIR} --config {params.cfg:q} "
+        "--rule {rule} --wildcard dataset=bold5000 --wildcard subject={wildcards.subject} > {log} 2>&1"

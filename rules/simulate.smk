@@ -38,3 +38,24 @@ if simulated("god"):
             "python -m mindvis simulate-god --stimuli {input.stimuli} --subject {wildcards.subject} "
             "--out {output} --config {params.cfg:q} "
             "--rule {rule} --wildcard dataset=god --wildcard subject={wildcards.subject} > {log} 2>&1"
+
+
+if simulated("bold5000"):
+
+    rule simulate_bold5000:
+        input:
+            stimuli=rules.make_stimuli.output.npz,
+        output:
+            # written last by the simulator: the subject's tree is complete
+            bold5000_marker("{subject}"),
+        params:
+            cfg=section("bold5000", "simulate"),
+            out_dir=config["bold5000"]["raw_dir"],
+        conda:
+            "../envs/data.yaml"
+        log:
+            f"{RESULTS}/logs/simulate_bold5000/{{subject}}.log",
+        shell:
+            "python -m mindvis simulate-bold5000 --stimuli {input.stimuli} --subject {wildcards.subject} "
+            "--out-dir {params.out_dir} --config {params.cfg:q} "
+            "--rule {rule} --wildcard dataset=bold5000 --wildcard subject={wildcards.subject} > {log} 2>&1"

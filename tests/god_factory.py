@@ -4,8 +4,9 @@
 the expected npz by hand from `GodRaw`'s per-row records and compare.
 Rows (training, test and imagery trials) are shuffled and the voxel columns
 of the ROIs interleaved with voxels outside VC, so ordering and masking bugs
-show up. Tests import it as `from god_factory import ...` (tests/ is on
-sys.path through tests/conftest.py).
+show up. Tests import it as `from god_factory import ...`: pytest's default
+(prepend) import mode puts tests/ on sys.path, and each test file also adds
+its own folder, so no conftest.py is needed.
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ T = TypeVar("T")
 def _read_source(source: str | None) -> dict[str, Any]:
     if source is None or source.strip() == "":
         return {}
-    candidate = Path(source)
-    text = candidate.read_text() if len(source) < 4096 and "\n" not in source and candidate.is_file() else source
+    text = _file_text(source)
+    if text is None:
+        text = source
     try:
         data = yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as exc:
@@ -36,6 +37,17 @@ def _read_source(source: str | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config must be a mapping, got {type(data).__name__}")
     return data
+
+
+def _file_text(source: str) -> str | None:
+    """The file's text when `source` names an existing file, else None (it is inline YAML)."""
+    if source.lstrip().startswith(("{", "[")) or "\n" in source:
+        return None
+    try:
+        path = Path(source)
+        return path.read_text() if path.is_file() else None
+    except OSError:  # e.g. a long inline string is not a valid file name
+        return None
 
 
 def _parse_override(item: str) -> tuple[str, Any]:

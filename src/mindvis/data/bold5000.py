@@ -1,58 +1,108 @@
 """BOLD5000 inputs for the models: the per-subject npz and a torch Dataset with MinD-Vis conventions.
 
 `load_bold5000_npz` reads `npz/CSI{n}.npz` written by `preprocess-bold5000` (key
-list in `mindvis.preprocess.bold5000`) into the field names of the GOD reader
-where a meaning is shared (train_fmri = arr_0, test_fmri_trials = arr_1,
-test_fmri = arr_2, train_image_index = arr_3, roi_masks).
+list in `mindvis.preprocess.bold5000`) into the names of `GodSubjectData` where
+a meaning is shared: train_fmri = arr_0, test_fmri_trials = arr_1, test_fmri =
+arr_2, train_image_index = arr_3, test_labels (None: BOLD5000 has no class
+labels), roi_masks, and the methods roi_mask / select_roi / test_trial_image_index.
+Unlike GOD, test images have different numbers of presentations (CSI4), so the
+image of each arr_1 row is stored (`test_trial_image_index` key), not inferred.
+The images live in the subject's npz (subjects saw different image sets).
 
 `load_roi_arrays` concatenates MinD-Vis's per-ROI `.npy` files the way its own
-BOLD5000 loader does (EarlyVis, LOC, OPA, PPA, RSC; LH before RH), so a folder
-made by someone else can be read the same way.
+BOLD5000 loader does (EarlyVis, LOC, OPA, PPA, RSC; LH before RH).
 
-`Bold5000FmriDataset` mirrors the GOD dataset: each subject's matrix is
-wrap-padded to a multiple of 16 voxels (then to the longest subject), and
-z-scored with ONE scalar mean/std. By default the statistics come from the
-training trials only (`normalisation="train"`); `"subject_all"` reproduces the
-reference code, which z-scores each subject over all its trials, test included.
+`Bold5000FmriDataset` mirrors `GodFmriDataset`, in the reference's order:
+  1. optionally keep one ROI's voxels (default: all five ROIs, as MinD-Vis);
+  2. wrap-pad each subject by 16 - V % 16 voxels;
+  3. several subjects: wrap-pad each to the longest padded length (or to
+     `padded_length`, e.g. a checkpoint's), then stack rows;
+  4. z-score with ONE scalar mean/std fitted on the joined TRAINING matrix;
+     the test splits reuse it. `normalisation="subject_all"` instead reproduces
+     the reference BOLD5000 loader: each subject z-scored over all its trials,
+     test trials included (a leak, kept only to reproduce its numbers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, pad_to_length, wrap_pad
-from mindvis.utils.errors import InputDataError
+from mindvis.utils.errors import ConfigError, InputDataError
+
+log = logging.getLogger(__name__)
 
 ROIS = ("EarlyVis", "LOC", "OPA", "PPA", "RSC")
 HEMISPHERES = ("LH", "RH")
 ROI_ARRAY_NAME = "CSI{subject}_GLMbetas-TYPED-FITHRF-GLMDENOISE-RR_allses_{label}.npy"
+SPLITS = ("train", "test", "test_trials")
 NORMALISATIONS = ("train", "subject_all")
 
 
 @dataclass
 class Bold5000SubjectData:
     subject: str
-    train_fmri: np.ndarray  # (n_train, V) float32, arr_0
+    train_fmri: np.ndarray  # (n_train, V) float32, arr_0, chronological
     test_fmri_trials: np.ndarray  # (n_test_trials, V), arr_1, grouped image by image
-    test_fmri: np.ndarray  # (n_test, V) averaged, arr_2
-    train_image_index: np.ndarray  # (n_train,) int64, arr_3
-    test_trial_image_index: np.ndarray  # (n_test_trials,) row of test_fmri each arr_1 row belongs to
+    test_fmri: np.ndarray  # (n_test, V) averaged, arr_2, row i <-> test_images[i]
+    train_image_index: np.ndarray  # (n_train,) int64, arr_3, row in train_images
+    test_trial_owner: np.ndarray  # (n_test_trials,) int64: row of test_fmri each arr_1 row belongs to
     roi_masks: dict[str, np.ndarray]  # EarlyVis.., LHEarlyVis.. -> bool (V,)
+    test_labels: np.ndarray | None = None  # BOLD5000 has no class labels (kept for GOD symmetry)
     roi_order: list[str] = field(default_factory=list)
     train_images: np.ndarray | None = None  # (n_train_images, S, S, 3) uint8
     test_images: np.ndarray | None = None  # (n_test, S, S, 3) uint8
     train_image_names: list[str] = field(default_factory=list)
     test_image_names: list[str] = field(default_factory=list)
-    test_labels: np.ndarray | None = None  # BOLD5000 has no class labels (kept for GOD symmetry)
+    path: Path | None = None
 
     @property
     def n_voxels(self) -> int:
         return int(self.train_fmri.shape[1])
+
+    def test_trial_image_index(self) -> np.ndarray:
+        """Image (row of test_fmri) of each arr_1 row."""
+        return self.test_trial_owner
+
+    def roi_mask(self, roi: str | None) -> np.ndarray:
+        """Boolean (V,) mask of `roi` (e.g. "LOC" or "LHLOC"); None = all voxels."""
+        if roi is None:
+            return np.ones(self.n_voxels, dtype=bool)
+        if roi not in self.roi_masks:
+            raise InputDataError(self.path, f"no ROI mask '{roi}' (masks present: {', '.join(self.roi_masks) or 'none'})")
+        if not self.roi_masks[roi].any():
+            raise InputDataError(self.path, f"ROI mask '{roi}' selects no voxels")
+        return self.roi_masks[roi]
+
+    def select_roi(self, roi: str | None) -> Bold5000SubjectData:
+        """A copy holding only the voxels of `roi` (masks cut the same way)."""
+        mask = self.roi_mask(roi)
+        return Bold5000SubjectData(
+            subject=self.subject,
+            train_fmri=self.train_fmri[:, mask],
+            test_fmri_trials=self.test_fmri_trials[:, mask],
+            test_fmri=self.test_fmri[:, mask],
+            train_image_index=self.train_image_index,
+            test_trial_owner=self.test_trial_owner,
+            roi_masks={k: m[mask] for k, m in self.roi_masks.items()},
+            test_labels=self.test_labels,
+            roi_order=[label for label in self.roi_order if label in self.roi_masks and self.roi_masks[label][mask].any()],
+            train_images=self.train_images,
+            test_images=self.test_images,
+            train_image_names=self.train_image_names,
+            test_image_names=self.test_image_names,
+            path=self.path,
+        )
 
 
 def _require(data, path: Path, key: str) -> np.ndarray:
@@ -61,13 +111,15 @@ def _require(data, path: Path, key: str) -> np.ndarray:
     return data[key]
 
 
-def load_bold5000_npz(path: str | Path, with_images: bool = True) -> Bold5000SubjectData:
+def load_bold5000_npz(path: str | os.PathLike, with_images: bool = True) -> Bold5000SubjectData:
     """Read one subject's npz, checking that every array agrees on V and on the row counts."""
     path = Path(path)
+    if not path.is_file():
+        raise InputDataError(path, "BOLD5000 subject npz not found (run `mindvis preprocess-bold5000` first)")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputDataError(path, f"not a readable npz ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputDataError(path, f"not a readable npz file (truncated or corrupt?): {exc}") from None
     with data:
         train = _require(data, path, "arr_0").astype(np.float32, copy=False)
         trials = _require(data, path, "arr_1").astype(np.float32, copy=False)
@@ -80,40 +132,40 @@ def load_bold5000_npz(path: str | Path, with_images: bool = True) -> Bold5000Sub
                 raise InputDataError(path, f"{key} has shape {arr.shape}, expected (n, {v}) like arr_0")
         if index.shape != (train.shape[0],):
             raise InputDataError(path, f"arr_3 has shape {index.shape}, expected ({train.shape[0]},)")
-        if owner.shape != (trials.shape[0],) or (owner.size and owner.max() >= test.shape[0]):
+        if owner.shape != (trials.shape[0],) or (owner.size and (owner.min() < 0 or owner.max() >= test.shape[0])):
             raise InputDataError(path, "test_trial_image_index does not match arr_1/arr_2")
-        roi_order = [str(x) for x in data["roi_order"]] if "roi_order" in data.files else []
-        mask_keys = [k for k in (*ROIS, *(h + r for r in ROIS for h in HEMISPHERES)) if k in data.files]
         masks = {}
-        for key in mask_keys:
-            m = data[key]
-            if m.shape != (v,) or m.dtype != bool:
-                raise InputDataError(path, f"ROI mask '{key}' has shape {m.shape} dtype {m.dtype}, expected bool ({v},)")
-            masks[key] = m
+        for key in (*ROIS, *(h + r for r in ROIS for h in HEMISPHERES)):
+            if key in data.files:
+                m = data[key]
+                if m.shape != (v,) or m.dtype != bool:
+                    raise InputDataError(path, f"ROI mask '{key}' has shape {m.shape} dtype {m.dtype}, expected bool ({v},)")
+                masks[key] = m
         out = Bold5000SubjectData(
             subject=str(data["subject"]) if "subject" in data.files else path.stem,
             train_fmri=train,
             test_fmri_trials=trials,
             test_fmri=test,
             train_image_index=index,
-            test_trial_image_index=owner,
+            test_trial_owner=owner,
             roi_masks=masks,
-            roi_order=roi_order,
+            roi_order=[str(x) for x in data["roi_order"]] if "roi_order" in data.files else [],
             train_image_names=[str(x) for x in data["train_image_names"]] if "train_image_names" in data.files else [],
             test_image_names=[str(x) for x in data["test_image_names"]] if "test_image_names" in data.files else [],
+            path=path,
         )
         if with_images:
             out.train_images = _require(data, path, "train_images")
             out.test_images = _require(data, path, "test_images")
-            if index.size and index.max() >= len(out.train_images):
-                raise InputDataError(path, f"arr_3 points past the {len(out.train_images)} train_images")
+            if index.size and (index.min() < 0 or index.max() >= len(out.train_images)):
+                raise InputDataError(path, f"arr_3 points outside the {len(out.train_images)} train_images")
             if len(out.test_images) != test.shape[0]:
                 raise InputDataError(path, f"{len(out.test_images)} test_images for {test.shape[0]} arr_2 rows")
     return out
 
 
 def load_roi_arrays(
-    py_dir: str | Path, subject: int, rois: Sequence[str] = ROIS, hemispheres: Sequence[str] = HEMISPHERES
+    py_dir: str | os.PathLike, subject: int, rois: Sequence[str] = ROIS, hemispheres: Sequence[str] = HEMISPHERES
 ) -> tuple[np.ndarray, list[str]]:
     """(trials, V) from the per-ROI .npy files in MinD-Vis's order, and the labels used."""
     py_dir = Path(py_dir)
@@ -123,7 +175,10 @@ def load_roi_arrays(
         path = py_dir / ROI_ARRAY_NAME.format(subject=subject, label=label)
         if not path.is_file():
             raise InputDataError(path, "per-ROI betas file not found")
-        arr = np.load(path, allow_pickle=False)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputDataError(path, f"not a readable .npy file: {exc}") from None
         if arr.ndim != 2 or (arrays and arr.shape[0] != arrays[0].shape[0]):
             raise InputDataError(path, f"shape {arr.shape} disagrees with the other ROI files (trials, voxels)")
         arrays.append(arr)
@@ -131,75 +186,93 @@ def load_roi_arrays(
 
 
 class Bold5000FmriDataset(Dataset):
-    """torch Dataset over one or more subjects' npz files (MinD-Vis conventions).
+    """BOLD5000 fMRI (and images) for MinD-Vis: items {"fmri": (1, L) float32 tensor, "image_index",
+    "subject"[, "image"]}.
 
-    Items: {"fmri": float32 (1, V_padded), "image_index": int, "subject": int, "image": uint8 (S, S, 3)
-    when `with_images`}. Train rows are arr_0 (one per trial); test rows are arr_2 (one per image,
-    averaged over its presentations). `norm` passes statistics fitted elsewhere (e.g. the training
-    split's `.norm`) and overrides `normalisation`.
+    Splits: "train" (arr_0, one row per trial), "test" (arr_2, one row per test image, averaged
+    over its presentations), "test_trials" (arr_1, every test presentation). Attributes: `norm`
+    (ScalarNorm, or one per subject with normalisation="subject_all"), `padded_length` (L),
+    `num_voxels` (= L, the reference's name), `subjects` (Bold5000SubjectData per npz).
     """
 
     def __init__(
         self,
-        npz_paths: str | Path | Sequence[str | Path],
+        npz_paths: str | os.PathLike | Sequence[str | os.PathLike],
         split: str = "train",
-        with_images: bool = True,
-        norm: ScalarNorm | None = None,
-        normalisation: str = "train",
+        roi: str | None = None,
         patch_size: int = PATCH_SIZE,
-        length: int | None = None,
+        padded_length: int | None = None,
+        with_images: bool = True,
+        image_transform: Callable[[np.ndarray], Any] | None = None,
+        normalisation: str = "train",
     ):
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if split not in SPLITS:
+            raise ConfigError(f"Bold5000FmriDataset: split must be one of {SPLITS}, got '{split}'")
         if normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
-        paths = [npz_paths] if isinstance(npz_paths, (str, Path)) else list(npz_paths)
+            raise ConfigError(f"Bold5000FmriDataset: normalisation must be one of {NORMALISATIONS}, got '{normalisation}'")
+        paths = [npz_paths] if isinstance(npz_paths, (str, os.PathLike)) else list(npz_paths)
         if not paths:
-            raise ValueError("no npz files given")
+            raise ConfigError("Bold5000FmriDataset: no subject npz given")
         self.split = split
-        self.subjects = [load_bold5000_npz(p, with_images=with_images) for p in paths]
-        padded_train = [wrap_pad(s.train_fmri, patch_size) for s in self.subjects]
-        # Longest padded subject (or a checkpoint's length): every subject is wrap-padded to it.
-        self.n_voxels = int(length or max(m.shape[1] for m in padded_train))
+        self.image_transform = image_transform
+        self.subjects = [load_bold5000_npz(p, with_images=with_images).select_roi(roi) for p in paths]
 
-        rows, images, indices, owners, norms = [], [], [], [], []
-        for k, subj in enumerate(self.subjects):
-            if split == "train":
-                x, idx, pool = subj.train_fmri, subj.train_image_index, subj.train_images
-            else:
-                x, idx, pool = subj.test_fmri, np.arange(len(subj.test_fmri)), subj.test_images
-            if norm is None and normalisation == "subject_all":
-                # The reference: each subject z-scored over every trial it has (train and test trials).
-                everything = np.concatenate([subj.train_fmri, subj.test_fmri_trials], axis=0)
-                norms.append(ScalarNorm.fit(pad_to_length(wrap_pad(everything, patch_size), self.n_voxels)))
-            rows.append(pad_to_length(wrap_pad(x, patch_size), self.n_voxels))
-            indices.append(np.asarray(idx, dtype=np.int64))
-            owners.append(np.full(len(x), k, dtype=np.int64))
-            images.append(pool)
-        if norm is not None:
-            self.norm: ScalarNorm | list[ScalarNorm] = norm
-            fmri = [norm.apply(r) for r in rows]
-        elif normalisation == "subject_all":
-            self.norm = norms
-            fmri = [n.apply(r) for n, r in zip(norms, rows)]
+        train_padded = [wrap_pad(s.train_fmri, patch_size) for s in self.subjects]
+        natural = max(m.shape[1] for m in train_padded)
+        if padded_length is not None and padded_length < natural:
+            raise ConfigError(
+                f"Bold5000FmriDataset: padded_length {padded_length} is shorter than the data's {natural} padded voxels"
+            )
+        self.padded_length = int(padded_length or natural)
+        self.num_voxels = self.padded_length
+
+        rows, image_index, subject_index = [], [], []
+        for s_i, subj in enumerate(self.subjects):
+            x, idx = self._split_of(subj)
+            rows.append(pad_to_length(wrap_pad(x, patch_size), self.padded_length))
+            image_index.append(idx)
+            subject_index.append(np.full(idx.size, s_i, dtype=np.int64))
+        if normalisation == "train":
+            # Scalar statistics of the joined, padded TRAINING matrix, whatever the split.
+            self.norm: ScalarNorm | list[ScalarNorm] = ScalarNorm.fit(
+                np.concatenate([pad_to_length(m, self.padded_length) for m in train_padded])
+            )
+            self.fmri = self.norm.apply(np.concatenate(rows))
         else:
-            train_rows = np.concatenate([pad_to_length(m, self.n_voxels) for m in padded_train], axis=0)
-            self.norm = ScalarNorm.fit(train_rows)
-            fmri = [self.norm.apply(r) for r in rows]
-        self.fmri = np.concatenate(fmri, axis=0).astype(np.float32)
-        self.image_index = np.concatenate(indices)
-        self.subject_index = np.concatenate(owners)
-        self._images = images if with_images else None
+            self.norm = [
+                ScalarNorm.fit(pad_to_length(wrap_pad(np.concatenate([s.train_fmri, s.test_fmri_trials]), patch_size),
+                                             self.padded_length))
+                for s in self.subjects
+            ]
+            self.fmri = np.concatenate([n.apply(r) for n, r in zip(self.norm, rows)])
+        self.image_index = np.concatenate(image_index)
+        self.subject_index = np.concatenate(subject_index)
+        self._images = None
+        if with_images:
+            self._images = [s.train_images if split == "train" else s.test_images for s in self.subjects]
+        log.info(
+            "BOLD5000 %s: %d samples from %d subject(s), %d voxels padded to %d (%s normalisation)",
+            split, len(self), len(self.subjects), max(s.n_voxels for s in self.subjects), self.padded_length,
+            normalisation,
+        )
+
+    def _split_of(self, subj: Bold5000SubjectData) -> tuple[np.ndarray, np.ndarray]:
+        if self.split == "train":
+            return subj.train_fmri, subj.train_image_index
+        if self.split == "test":
+            return subj.test_fmri, np.arange(subj.test_fmri.shape[0], dtype=np.int64)
+        return subj.test_fmri_trials, subj.test_trial_image_index()
 
     def __len__(self) -> int:
         return int(self.fmri.shape[0])
 
-    def __getitem__(self, i: int) -> dict:
-        item = {
-            "fmri": self.fmri[i][None, :],
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "fmri": torch.from_numpy(self.fmri[i][None, :].copy()),
             "image_index": int(self.image_index[i]),
             "subject": int(self.subject_index[i]),
         }
         if self._images is not None:
-            item["image"] = self._images[self.subject_index[i]][self.image_index[i]]
+            image = self._images[self.subject_index[i]][self.image_index[i]]
+            item["image"] = self.image_transform(image) if self.image_transform else torch.from_numpy(image.copy())
         return item

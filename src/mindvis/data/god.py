@@ -137,7 +137,9 @@ def _as_index(path: Path, arr: np.ndarray, name: str) -> np.ndarray:
 
 def _as_mask(path: Path, arr: np.ndarray, name: str, n_voxels: int) -> np.ndarray:
     if arr.shape != (n_voxels,):
-        raise InputDataError(path, f"ROI mask '{name}' has shape {arr.shape}, expected ({n_voxels},) like arr_0's voxels")
+        raise InputDataError(
+            path, f"ROI mask '{name}' has shape {arr.shape}, expected ({n_voxels},) like arr_0's voxels"
+        )
     if arr.dtype != bool:
         if not np.isin(arr, (0, 1)).all():
             raise InputDataError(path, f"ROI mask '{name}' must be boolean (0/1), got values outside 0/1")
@@ -156,7 +158,9 @@ def load_god_npz(path: str | os.PathLike) -> GodSubjectData:
     for key in ("arr_0", "arr_1", "arr_2"):
         arr = raw[key]
         if arr.ndim != 2 or arr.dtype.kind not in "fiu":
-            raise InputDataError(path, f"{key} must be a 2-D numeric (samples, voxels) array, got {arr.dtype} {arr.shape}")
+            raise InputDataError(
+                path, f"{key} must be a 2-D numeric (samples, voxels) array, got {arr.dtype} {arr.shape}"
+            )
         bad = int((~np.isfinite(arr)).sum())
         if bad:
             raise InputDataError(path, f"{key} holds {bad} NaN/Inf value(s); rerun preprocess-god (bad_voxels: drop)")

@@ -60,7 +60,7 @@ from mindvis.preprocess.bold5000_lists import (
     trials_per_session,
 )
 from mindvis.utils.atomic import save_npy, save_npz
-from mindvis.utils.errors import InputDataError
+from mindvis.utils.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,18 @@ class Bold5000PreprocessConfig:
     image_size: int = 256
     # np.savez_compressed for the npz (smaller, slower to load; real subjects hold ~5000 images).
     compress_npz: bool = False
+
+
+def validate(cfg: Bold5000PreprocessConfig) -> None:
+    if not cfg.rois or not cfg.hemispheres:
+        raise ConfigError("bold5000 preprocess: rois and hemispheres must not be empty")
+    labels = roi_labels(cfg)
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"bold5000 preprocess: repeated ROI/hemisphere names in {cfg.rois} x {cfg.hemispheres}")
+    if cfg.image_size < 8:
+        raise ConfigError(f"bold5000 preprocess: image_size must be >= 8, got {cfg.image_size}")
+    if cfg.affine_atol < 0:
+        raise ConfigError("bold5000 preprocess: affine_atol must be >= 0")
 
 
 # --------------------------------------------------------------------------- locating files
@@ -386,22 +398,34 @@ def split_trials(names: Sequence[str], repeated: Sequence[str]) -> TrialSplit:
     return TrialSplit(test_names, groups, not_shown, train_trials, train_names, image_index)
 
 
-def find_image(index: RawIndex, name: str, cfg: Bold5000PreprocessConfig) -> Path | None:
-    """The file shown for `name`: exact name, else case-insensitive, else same stem; Presented_Stimuli first."""
-    candidates = index.files.get(name, [])
-    if not candidates:
-        lowered = name.lower()
-        stem = Path(lowered).stem
-        candidates = [p for key, paths in index.files.items() if key.lower() == lowered for p in paths]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+class ImageFinder:
+    """Image name -> file: exact name, else case-insensitive name, else same stem with an image suffix
+    (a list saying `x.jpg` for a file `x.JPEG`); copies under `presented_dir` win over others."""
+
+    def __init__(self, index: RawIndex, presented_dir: str):
+        self.index = index
+        self.presented_dir = presented_dir
+        self.by_lower: dict[str, list[Path]] = {}
+        self.by_stem: dict[str, list[Path]] = {}
+        for name, paths in index.files.items():
+            self.by_lower.setdefault(name.lower(), []).extend(paths)
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                self.by_stem.setdefault(Path(name).stem.lower(), []).extend(paths)
+        self.repaired: list[str] = []
+
+    def find(self, name: str) -> Path | None:
+        candidates = self.index.files.get(name, [])
         if not candidates:
-            candidates = [
-                p for key, paths in index.files.items() if Path(key).stem.lower() == stem
-                and Path(key).suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"} for p in paths
-            ]
-    if len(candidates) > 1:
-        preferred = [p for p in candidates if cfg.presented_dir in p.parts]
-        candidates = preferred or candidates
-    return candidates[0] if candidates else None
+            candidates = self.by_lower.get(name.lower()) or self.by_stem.get(Path(name).stem.lower(), [])
+            if candidates:
+                self.repaired.append(f"{name} -> {candidates[0].name}")
+        if len(candidates) > 1:
+            preferred = [p for p in candidates if self.presented_dir in p.parts]
+            candidates = preferred or candidates
+        return candidates[0] if candidates else None
 
 
 def load_square_image(path: Path, size: int) -> np.ndarray:
@@ -422,17 +446,17 @@ def load_square_image(path: Path, size: int) -> np.ndarray:
         raise InputDataError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
 
 
-def load_images(index: RawIndex, names: Sequence[str], cfg: Bold5000PreprocessConfig) -> np.ndarray:
-    paths = [find_image(index, name, cfg) for name in names]
+def load_images(finder: ImageFinder, names: Sequence[str], size: int) -> np.ndarray:
+    paths = [finder.find(name) for name in names]
     missing = [n for n, p in zip(names, paths) if p is None]
     if missing:
         raise InputDataError(
-            index.root,
+            finder.index.root,
             f"{len(missing)} stimulus image(s) not found under this folder, e.g. {', '.join(missing[:5])}",
         )
-    out = np.empty((len(names), cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
+    out = np.empty((len(names), size, size, 3), dtype=np.uint8)
     for row, path in enumerate(paths):
-        out[row] = load_square_image(path, cfg.image_size)
+        out[row] = load_square_image(path, size)
     return out
 
 
@@ -455,6 +479,7 @@ def preprocess_bold5000_subject(
 ) -> dict:
     """Convert one subject; return the summary (counts for logs and MLflow)."""
     cfg = cfg or Bold5000PreprocessConfig()
+    validate(cfg)
     started = time.perf_counter()
     out_dir = Path(out_dir)
     index = RawIndex(raw_dir)
@@ -489,8 +514,11 @@ def preprocess_bold5000_subject(
     test_trials = np.concatenate(split.test_groups)
     test_owner = np.concatenate([np.full(len(g), i, dtype=np.int64) for i, g in enumerate(split.test_groups)])
     test_avg = np.stack([fmri[g].astype(np.float64).mean(axis=0) for g in split.test_groups]).astype(np.float32)
-    train_images = load_images(index, split.train_names, cfg)
-    test_images = load_images(index, split.test_names, cfg)
+    finder = ImageFinder(index, cfg.presented_dir)
+    train_images = load_images(finder, split.train_names, cfg.image_size)
+    test_images = load_images(finder, split.test_names, cfg.image_size)
+    if finder.repaired:
+        log.info("matched %d image name(s) by case or extension: %s", len(finder.repaired), "; ".join(finder.repaired[:5]))
 
     # Per-ROI arrays first, the npz last: the npz is the job's completion marker.
     py_dir = out_dir / ROI_ARRAY_DIR
@@ -533,6 +561,7 @@ def preprocess_bold5000_subject(
         "roi_voxels_outside_brainmask": outside_brain,
         "alias_repairs": files.alias_repairs,
         "n_alias_repairs": len(files.alias_repairs),
+        "image_name_repairs": finder.repaired,
         "n_train_trials": int(len(split.train_trials)),
         "n_train_images": len(split.train_names),
         "n_test_images": len(split.test_names),

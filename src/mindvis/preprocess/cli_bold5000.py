@@ -20,10 +20,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from mindvis.config import load_section
-from mindvis.preprocess.bold5000 import Bold5000PreprocessConfig, preprocess_bold5000_subject
-from mindvis.tracking import tracker_for
-
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mindvis.config import load_section
+    from mindvis.preprocess.bold5000 import Bold5000PreprocessConfig, preprocess_bold5000_subject
+    from mindvis.tracking import tracker_for
+
     cfg = load_section(Bold5000PreprocessConfig, args.config, args.overrides)
     with tracker_for(args, cfg, dataset="bold5000", subject=str(args.subject)) as tracker:
         summary = preprocess_bold5000_subject(args.raw_dir, args.subject, args.out_dir, cfg)

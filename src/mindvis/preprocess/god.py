@@ -156,6 +156,8 @@ def _test_labels(bdata: BData, test_rows_grouped: np.ndarray, starts: np.ndarray
     if not bdata.has_key("Label"):
         return np.arange(n_images, dtype=np.int64), "image index"
     labels = bdata.label("Label")[test_rows_grouped]
+    if not np.isfinite(labels).all():
+        raise InputDataError(bdata.path, f"Label is NaN/Inf on {int((~np.isfinite(labels)).sum())} test trial(s)")
     bounds = np.append(starts, labels.size)
     per_image = np.empty(n_images, dtype=np.float64)
     for i in range(n_images):
@@ -165,7 +167,7 @@ def _test_labels(bdata: BData, test_rows_grouped: np.ndarray, starts: np.ndarray
                 bdata.path, f"test image {i} has trials with different Label values {np.unique(chunk).tolist()}"
             )
         per_image[i] = chunk[0]
-    if np.isfinite(per_image).all() and np.all(per_image == np.round(per_image)):
+    if np.all(per_image == np.round(per_image)):
         return per_image.astype(np.int64), "Label column"
     return per_image, "Label column"
 

@@ -251,7 +251,8 @@ def write_stimuli(stim: StimulusSet, out_dir: str | Path) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out / "images") as tmp:
-        for split, images, ids in (("training", stim.train_images, stim.train_ids), ("test", stim.test_images, stim.test_ids)):
+        splits = (("training", stim.train_images, stim.train_ids), ("test", stim.test_images, stim.test_ids))
+        for split, images, ids in splits:
             (tmp / split).mkdir()
             for img, i in zip(images, ids):
                 Image.fromarray(img).save(tmp / split / id_filename(i), format="JPEG", quality=JPEG_QUALITY)

@@ -172,12 +172,25 @@ def _block_cells(n: int, kind: str) -> tuple[int, int, int]:
     return side, side, side
 
 
+def _gaussian_kernel(coords: np.ndarray, sigma_mm: float) -> sparse.csr_matrix:
+    """Sparse (V, V) Gaussian of inter-voxel distance, cut at 2.5 sigma (memory stays
+    O(V * neighbours), so ROIs of thousands of voxels are fine)."""
+    tree = cKDTree(coords)
+    dist = tree.sparse_distance_matrix(tree, max_distance=2.5 * sigma_mm, output_type="coo_matrix")
+    # sparse_distance_matrix leaves the zero self-distances out; add the diagonal explicitly.
+    n = len(coords)
+    rows = np.concatenate([dist.row, np.arange(n)])
+    cols = np.concatenate([dist.col, np.arange(n)])
+    d = np.concatenate([dist.data, np.zeros(n)])
+    w = np.exp(-(d**2) / (2 * sigma_mm**2)).astype(np.float32)
+    return sparse.csr_matrix((w, (rows, cols)), shape=(n, n))
+
+
 def _spatially_smooth(values: np.ndarray, coords: np.ndarray, sigma_mm: float) -> np.ndarray:
-    """Gaussian-of-distance smoothing of per-voxel values (V, k) within one ROI."""
-    d2 = ((coords[:, None, :] - coords[None, :, :]) ** 2).sum(-1)
-    kernel = np.exp(-d2 / (2 * sigma_mm**2))
-    kernel /= kernel.sum(axis=1, keepdims=True)
-    return kernel @ values
+    """Gaussian-of-distance smoothing (weighted mean of neighbours) of per-voxel values (V, k)."""
+    kernel = _gaussian_kernel(coords, sigma_mm)
+    row_sums = np.asarray(kernel.sum(axis=1)).ravel()
+    return np.asarray(sparse.diags(1.0 / row_sums) @ (kernel @ values))
 
 
 def _gaussian_rf_matrix(centres: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
@@ -461,18 +474,11 @@ def build_voxel_model(rois: list[RoiSpec], image_size: int, n_classes: int, seed
 
 
 def _local_kernel(coords: np.ndarray) -> sparse.csr_matrix:
-    """Sparse Gaussian-of-distance kernel (cut at 2.5 sigma), rows scaled to unit sum of
-    squares so white unit-variance input gives unit-variance output per voxel."""
-    tree = cKDTree(coords)
-    dist = tree.sparse_distance_matrix(tree, max_distance=2.5 * LOCAL_SIGMA_MM, output_type="coo_matrix")
-    # sparse_distance_matrix leaves the zero self-distances out; add the diagonal explicitly.
-    rows = np.concatenate([dist.row, np.arange(len(coords))])
-    cols = np.concatenate([dist.col, np.arange(len(coords))])
-    d = np.concatenate([dist.data, np.zeros(len(coords))])
-    w = np.exp(-(d**2) / (2 * LOCAL_SIGMA_MM**2)).astype(np.float32)
-    kernel = sparse.csr_matrix((w, (rows, cols)), shape=(len(coords), len(coords)))
+    """Gaussian-of-distance kernel with rows scaled to unit sum of squares, so white
+    unit-variance input gives unit-variance output per voxel."""
+    kernel = _gaussian_kernel(coords, LOCAL_SIGMA_MM)
     norms = np.sqrt(np.asarray(kernel.multiply(kernel).sum(axis=1)).ravel())
-    return sparse.diags(1.0 / norms).astype(np.float32) @ kernel
+    return (sparse.diags(1.0 / norms).astype(np.float32) @ kernel).tocsr()
 
 
 def _network_loadings(kinds: np.ndarray, rf_centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:

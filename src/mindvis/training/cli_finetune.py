@@ -1,0 +1,177 @@
+"""Stage A2: fine-tune a pre-trained SC-MBM on one subject of GOD or BOLD5000.
+
+The pre-trained checkpoint (ours, or MinD-Vis's own fmri_encoder.pth; read
+without executing pickled code) fixes the architecture and, by default, the
+number of tokens N: the subject's fMRI is wrap-padded to a multiple of the
+patch size, z-scored with one scalar mean/std of its TRAINING fMRI, then
+wrap-padded or cut to N * patch voxels, as MinD-Vis does
+(`token_policy: checkpoint`). `token_policy: data` instead resizes the
+position tables to the subject's own N (`pos_interpolation`).
+
+Protocols (config `protocol`):
+  clean      (default) tune on the training fMRI only; a seeded
+             `holdout_fraction` of it is held out for the metric.
+  reference  MinD-Vis's choice: tune on the (averaged) TEST fMRI, the data
+             later used to evaluate decoding. The MLflow run is tagged
+             test_set_exposed=true; the metric still uses held-out training rows.
+
+Output: <out> in MinD-Vis's fmri_encoder.pth layout (config a plain dict),
+resumable through <out>.resume.pt like pretrain-mbm.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mindvis.checkpoints.mindvis_encoder import load_mbm_checkpoint, reference_config
+from mindvis.data.conventions import wrap_pad_amount
+from mindvis.models.pos_embed import INTERPOLATION_MODES
+from mindvis.models.sc_mbm import ScMbm
+from mindvis.training import distributed as ddp
+from mindvis.training.mbm_trainer import (
+    LoopConfig,
+    TrainingInterrupted,
+    check_finite,
+    prepare_rows,
+    split_holdout,
+    train_mbm,
+)
+from mindvis.utils.errors import ConfigError
+from mindvis.utils.seeding import seed_everything
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("clean", "reference")
+DATASETS = ("god", "bold5000")
+
+
+@dataclass
+class FinetuneConfig(LoopConfig):
+    """Stage A2 (`stage_a.finetune`). Defaults: the embedded demo; paper values in comments."""
+
+    protocol: str = "clean"  # clean: training fMRI only | reference: MinD-Vis, tunes on the test fMRI
+    epochs: int = 15  # paper: 15
+    batch_size: int = 16  # paper: 16 (GOD) / 4 (BOLD5000)
+    lr: float = 2.0e-4  # paper: 5.3e-5
+    warmup_epochs: float = 2.0  # paper: 2
+    token_policy: str = "checkpoint"  # checkpoint: keep its N, pad/cut data (MinD-Vis) | data: resize pos tables
+    pos_interpolation: str = "linear"  # with token_policy=data: linear | nearest (MinD-Vis's F.interpolate default)
+
+
+@dataclass
+class SubjectRows:
+    train_fmri: np.ndarray
+    test_fmri: np.ndarray
+
+
+def load_subject(npz: str | Path, dataset: str) -> SubjectRows:
+    if dataset == "god":
+        from mindvis.data.god import load_god_npz
+
+        data = load_god_npz(npz)
+    elif dataset == "bold5000":
+        from mindvis.data.bold5000 import load_bold5000_npz
+
+        data = load_bold5000_npz(npz, with_images=False)
+    else:
+        raise ConfigError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
+    return SubjectRows(check_finite(data.train_fmri, "training fMRI", npz), check_finite(data.test_fmri, "test fMRI", npz))
+
+
+def finetune_from_rows(pretrained: str | Path, subject: SubjectRows, out: str | Path, cfg: FinetuneConfig,
+                       tracker=None, env: ddp.DistEnv | None = None, stop_after_steps: int | None = None,
+                       info: dict[str, Any] | None = None, from_scratch: bool = False) -> dict[str, Any]:
+    """Stage A2 on one subject's rows. `from_scratch`: same architecture, fresh weights (ablation)."""
+    if cfg.protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {cfg.protocol!r}")
+    if cfg.token_policy not in ("checkpoint", "data"):
+        raise ConfigError(f"token_policy must be checkpoint or data, got {cfg.token_policy!r}")
+    if cfg.pos_interpolation not in INTERPOLATION_MODES:
+        raise ConfigError(f"pos_interpolation must be one of {INTERPOLATION_MODES}, got {cfg.pos_interpolation!r}")
+    train_fmri, test_fmri = subject.train_fmri, subject.test_fmri
+    if train_fmri.shape[1] != test_fmri.shape[1]:
+        raise ConfigError(f"training and test fMRI disagree in voxels: {train_fmri.shape[1]} vs {test_fmri.shape[1]}")
+
+    probe = load_mbm_checkpoint(pretrained)  # reads the architecture and N
+    arch = probe.arch
+    train_idx, hold_idx = split_holdout(train_fmri.shape[0], cfg.holdout_fraction, cfg.seed)
+    tune_rows = train_fmri[train_idx] if cfg.protocol == "clean" else test_fmri
+    padded = train_fmri.shape[1] + wrap_pad_amount(train_fmri.shape[1], arch.patch_size)
+    n_tokens = probe.checkpoint_tokens if cfg.token_policy == "checkpoint" else padded // arch.patch_size
+    rows = prepare_rows(tune_rows, train_fmri[hold_idx], num_voxels=n_tokens * arch.patch_size,
+                        norm_rows=train_fmri, patch_size=arch.patch_size)
+
+    seed_everything(cfg.seed)
+    if from_scratch:
+        model = ScMbm(arch, n_tokens)
+    elif n_tokens == probe.checkpoint_tokens:
+        model = probe.model
+    else:
+        model = load_mbm_checkpoint(pretrained, n_tokens=n_tokens, interpolation=cfg.pos_interpolation).model
+    exposed = cfg.protocol == "reference"
+    export = reference_config(
+        arch, n_tokens,
+        mindvis={"stage": "A2", "protocol": cfg.protocol, "test_set_exposed": exposed,
+                 "norm_mean": rows.norm.mean, "norm_std": rows.norm.std, "raw_voxels": rows.raw_voxels,
+                 "token_policy": cfg.token_policy, "pretrained": str(pretrained),
+                 "pretrained_config_class": probe.config_class, "from_scratch": from_scratch, **(info or {})},
+    )
+    if tracker is not None:
+        tracker.set_tags({"test_set_exposed": str(exposed).lower(), "protocol": cfg.protocol})
+    summary = train_mbm(model, rows.train, rows.holdout, cfg, out, export, tracker=tracker, env=env,
+                        stop_after_steps=stop_after_steps)
+    summary.update(protocol=cfg.protocol, test_set_exposed=exposed, raw_voxels=rows.raw_voxels,
+                   padded_voxels=rows.padded_voxels, checkpoint_tokens=probe.checkpoint_tokens,
+                   norm_mean=rows.norm.mean, norm_std=rows.norm.std, from_scratch=from_scratch, **(info or {}))
+    return summary
+
+
+def finetune_mbm(pretrained: Path, npz: Path, dataset: str, out: Path, cfg: FinetuneConfig, tracker=None,
+                 env: ddp.DistEnv | None = None) -> dict[str, Any]:
+    subject = load_subject(npz, dataset)
+    log.info("%s: %d training and %d test rows, %d voxels", npz, subject.train_fmri.shape[0],
+             subject.test_fmri.shape[0], subject.train_fmri.shape[1])
+    return finetune_from_rows(pretrained, subject, out, cfg, tracker=tracker, env=env,
+                              info={"dataset": dataset, "npz": str(npz)})
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--pretrained", type=Path, required=True,
+                        help="stage A1 checkpoint (fmri_encoder.pth: ours or MinD-Vis's released one)")
+    parser.add_argument("--npz", type=Path, required=True, help="one subject: GOD sbj_N.npz or BOLD5000 CSI{n}.npz")
+    parser.add_argument("--dataset", choices=DATASETS, required=True, help="which reader --npz needs")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output checkpoint, e.g. <dir>/fmri_encoder.pth (resume state: <out>.resume.pt)")
+
+
+def run(args) -> int:
+    from mindvis.config import load_section
+    from mindvis.training.mbm_trainer import resolve_device
+
+    cfg = load_section(FinetuneConfig, args.config, args.overrides)
+    env = ddp.init_distributed(resolve_device(cfg.device, ddp.env_from_environment()).type)
+    if not env.is_main:
+        args.no_tracking = True
+    from mindvis.tracking import tracker_for
+
+    subject = args.npz.stem.removeprefix("sbj_")
+    try:
+        with tracker_for(args, cfg, dataset=args.dataset, subject=subject) as tracker:
+            try:
+                summary = finetune_mbm(args.pretrained, args.npz, args.dataset, args.out, cfg, tracker=tracker,
+                                       env=env)
+            except TrainingInterrupted as exc:
+                log.warning("%s", exc)
+                tracker.set_tags({"mindvis.interrupted_at_step": exc.step})
+                return 143
+            if env.is_main:
+                tracker.log_dict(summary, "summary.json")
+                tracker.log_file_reference(args.out, "fmri_encoder")
+    finally:
+        ddp.shutdown()
+    return 0
