@@ -95,7 +95,7 @@ def test_visual_areas_have_shared_fluctuations(simulated):
     atlas = load_mmp_atlas()
     v1 = atlas.area_columns_for_axis(run.brain_models, "V1")
     visual = np.concatenate([atlas.area_columns_for_axis(run.brain_models, a) for a in STANDARD_AREA_COUNTS])
-    others = np.setdiff1d(np.arange(run.n_grayordinates), visual)
+    others = np.setdiff1d(np.arange(run.n_grayordinates), visual)[::20]  # ~1600 of them
     x = run.read_columns(np.arange(run.n_grayordinates)).astype(np.float64)
 
     def mean_corr(cols):

@@ -54,11 +54,18 @@ def _cli_args(tmp_path: Path, out: Path) -> list[str]:
             "--config", CONFIG, "--no-tracking"]
 
 
-@pytest.fixture()
-def hcp_files(tmp_path):
+@pytest.fixture(scope="module")
+def hcp_files(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("resume")
     write_hcp(tmp_path / "hcp1.npz", 200, seed=1)
     write_hcp(tmp_path / "hcp2.npz", 160, voxels=(18, 18, 14, 12), seed=2)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def reference(hcp_files):
+    """The uninterrupted run's final weights (computed once for both tests)."""
+    return _reference_weights(hcp_files)
 
 
 def _reference_weights(tmp_path: Path) -> dict[str, torch.Tensor]:
@@ -96,7 +103,7 @@ def _rerun(tmp_path: Path, out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out, weights_only=True)["model"]
 
 
-def test_sigkill_then_rerun_matches_uninterrupted_run(hcp_files):
+def test_sigkill_then_rerun_matches_uninterrupted_run(hcp_files, reference):
     tmp_path = hcp_files
     out = tmp_path / "killed" / "fmri_encoder.pth"
     code, step_at_kill = _run_child(tmp_path, out, "kill", signal.SIGKILL)
@@ -104,12 +111,11 @@ def test_sigkill_then_rerun_matches_uninterrupted_run(hcp_files):
     assert not out.exists()  # nothing that looks finished
     assert safe_load(resume_path_for(out))["step"] == 3  # the save at step 6 never happened: 3 steps redone
     resumed = _rerun(tmp_path, out)
-    reference = _reference_weights(tmp_path)
     for key, value in reference.items():
         assert torch.equal(resumed[key], value), key
 
 
-def test_sigterm_saves_state_exits_143_and_resumes_exactly(hcp_files):
+def test_sigterm_saves_state_exits_143_and_resumes_exactly(hcp_files, reference):
     tmp_path = hcp_files
     out = tmp_path / "term" / "fmri_encoder.pth"
     code, first_save = _run_child(tmp_path, out, "term", signal.SIGTERM)
@@ -118,6 +124,5 @@ def test_sigterm_saves_state_exits_143_and_resumes_exactly(hcp_files):
     state = safe_load(resume_path_for(out))
     assert state["step"] == 3  # SIGTERM arrived during step 3's save: saved again at step 3, then exit
     resumed = _rerun(tmp_path, out)
-    reference = _reference_weights(tmp_path)
     for key, value in reference.items():
         assert torch.equal(resumed[key], value), key

@@ -29,17 +29,20 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, configfiles: tuple[str, ...] = (), timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """Run Snakemake in `workdir` with the micro config (plus `configfiles`, later ones win)."""
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir}/results/mlflow.db"
     env.pop("MINDVIS_ARTIFACT_ROOT", None)
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", *args]
+    cmd = [sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", *configfiles, *args]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def planned_jobs(workdir: Path, *args: str) -> set[tuple[str, frozenset]]:
+def planned_jobs(workdir: Path, *args: str, configfiles: tuple[str, ...] = ()) -> set[tuple[str, frozenset]]:
     """The (rule, wildcards) of every job a dry run would execute (rule `all` left out)."""
-    proc = snakemake(workdir, "--dry-run", "--cores", "1", *args)
+    proc = snakemake(workdir, "--dry-run", "--cores", "1", *args, configfiles=configfiles)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     jobs: set[tuple[str, frozenset]] = set()
     current: str | None = None

@@ -296,6 +296,11 @@ class _StopFlag:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def _tracking(tracker) -> bool:
+    # a disabled JobTracker would still import mlflow (~2 s) on every call
+    return tracker is not None and getattr(tracker, "enabled", True)
+
+
 def data_digest(rows: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float32).tobytes()).hexdigest()[:16]
 
@@ -383,7 +388,7 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
     if step == 0:
         initial = evaluate()
         history.append({"epoch": 0, **initial})
-        if tracker is not None and initial:
+        if _tracking(tracker) and initial:
             tracker.log_metrics(initial, step=0)
 
     clip = cfg.clip_grad if cfg.clip_grad and cfg.clip_grad > 0 else math.inf
@@ -468,7 +473,7 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
             if env.is_main:
                 log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs,
                          ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-                if tracker is not None:
+                if _tracking(tracker):
                     tracker.log_metrics(metrics, step=epoch + 1)
 
     if env.is_main:

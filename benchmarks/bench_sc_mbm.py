@@ -1,0 +1,243 @@
+"""SC-MBM forward+backward throughput and peak memory: ours vs a plain fp32 eager implementation.
+
+Ours: `mindvis.models.ScMbm` (timm blocks, fused scaled-dot-product attention;
+on CUDA bf16 autocast with the flash-attention kernel). Baseline, written
+here: the same network evaluated with plain tensor ops (attention as
+q @ k^T, softmax, @ v), fp32, no autocast, reading the SAME parameter tensors
+(shared weights; checked to give the same loss before timing).
+
+Per preset and device it prints samples/s, peak memory, the ratio ours /
+baseline, and achieved FLOP/s (torch's FlopCounterMode count of one step)
+against a matmul peak measured in the same run. CPU memory is the peak RSS
+of a fresh child process per measurement (ru_maxrss) minus its RSS just
+before the timed steps. CUDA parts are skipped when there is no GPU.
+
+    python benchmarks/bench_sc_mbm.py                      # tiny + paper, CPU (+ CUDA if present)
+    python benchmarks/bench_sc_mbm.py --presets tiny --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+
+from mindvis.models import PRESETS, ScMbm
+
+
+# -- the baseline: same weights, plain ops ---------------------------------------------------------
+def _layer_norm(x, norm):
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def _plain_block(x, blk, heads):
+    b, n, d = x.shape
+    h = _layer_norm(x, blk.norm1)
+    qkv = (h @ blk.attn.qkv.weight.t() + blk.attn.qkv.bias).reshape(b, n, 3, heads, d // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (b, heads, n, hd)
+    att = torch.softmax((q @ k.transpose(-2, -1)) / math.sqrt(d // heads), dim=-1)
+    o = (att @ v).transpose(1, 2).reshape(b, n, d)
+    x = x + o @ blk.attn.proj.weight.t() + blk.attn.proj.bias
+    h = _layer_norm(x, blk.norm2)
+    h = F.gelu(h @ blk.mlp.fc1.weight.t() + blk.mlp.fc1.bias)
+    return x + h @ blk.mlp.fc2.weight.t() + blk.mlp.fc2.bias
+
+
+def plain_forward(m: ScMbm, x: torch.Tensor, mask_ratio: float, noise: torch.Tensor) -> torch.Tensor:
+    """The masked-autoencoder loss of `m`, computed without timm or fused kernels."""
+    a = m.arch
+    tokens = F.conv1d(x, m.patch_embed.proj.weight, m.patch_embed.proj.bias, stride=a.patch_size).transpose(1, 2)
+    tokens = tokens + m.pos_embed[:, 1:]
+    kept, mask, ids_restore = m.random_masking(tokens, mask_ratio, noise)
+    h = torch.cat([(m.cls_token + m.pos_embed[:, :1]).expand(x.shape[0], -1, -1), kept], dim=1)
+    for blk in m.blocks:
+        h = _plain_block(h, blk, a.num_heads)
+    h = _layer_norm(h, m.norm)
+    h = h @ m.decoder_embed.weight.t() + m.decoder_embed.bias
+    fill = m.mask_token.expand(x.shape[0], m.n_tokens + 1 - h.shape[1], -1)
+    body = torch.gather(torch.cat([h[:, 1:], fill], 1), 1, ids_restore[:, :, None].expand(-1, -1, h.shape[2]))
+    h = torch.cat([h[:, :1], body], dim=1) + m.decoder_pos_embed
+    for blk in m.decoder_blocks:
+        h = _plain_block(h, blk, a.decoder_num_heads)
+    pred = (_layer_norm(h, m.decoder_norm) @ m.decoder_pred.weight.t() + m.decoder_pred.bias)[:, 1:]
+    per_patch = ((pred - x.reshape(x.shape[0], m.n_tokens, a.patch_size)) ** 2).mean(-1)
+    return (per_patch * mask).sum() / mask.sum()
+
+
+# -- measurement -------------------------------------------------------------------------------------
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _step_fn(model, impl, device, x, noise):
+    if impl == "ours":
+        amp = device.type == "cuda"
+
+        def step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = model(x, 0.75, noise)[0]
+            loss.backward()
+            return loss
+    else:
+        def step():
+            loss = plain_forward(model, x, 0.75, noise)
+            loss.backward()
+            return loss
+    return step
+
+
+def measure(preset: str, impl: str, device_name: str, batch: int, steps: int, tokens: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    device = torch.device(device_name)
+    model = ScMbm(PRESETS[preset], tokens).to(device)
+    x = torch.randn(batch, 1, model.num_voxels, device=device)
+    noise = torch.rand(batch, tokens, device=device)
+    step = _step_fn(model, impl, device, x, noise)
+    ctx = torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.FLASH_ATTENTION,
+                                          torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION]) \
+        if device.type == "cuda" and impl == "ours" else _null()
+    with ctx:
+        for _ in range(warmup):
+            step()
+            model.zero_grad(set_to_none=True)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        model.zero_grad(set_to_none=True)
+        flops = counter.get_total_flops()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated() / 2**20
+        else:
+            base = _rss_mb()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+            model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"preset": preset, "impl": impl, "device": device_name, "batch": batch, "steps": steps,
+            "tokens": tokens, "samples_per_s": batch * steps / elapsed, "s_per_step": elapsed / steps,
+            "peak_mem_mb": peak, "mem_before_mb": base, "peak_extra_mb": peak - base,
+            "tflops": flops * steps / elapsed / 1e12, "flops_per_step": flops}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _child(queue, kwargs):
+    torch.set_num_threads(kwargs.pop("threads"))
+    queue.put(measure(**kwargs))
+
+
+def measure_isolated(threads: int, **kwargs) -> dict:
+    """One measurement in a fresh process, so peak RSS belongs to it alone."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, dict(kwargs, threads=threads)))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, size: int, reps: int) -> float:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def check_same_loss(preset: str, tokens: int, device: str) -> float:
+    torch.manual_seed(0)
+    model = ScMbm(PRESETS[preset], tokens).to(device)
+    x = torch.randn(2, 1, model.num_voxels, device=device)
+    noise = torch.rand(2, tokens, device=device)
+    with torch.no_grad():
+        return abs(float(model(x, 0.75, noise)[0]) - float(plain_forward(model, x, 0.75, noise)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["tiny", "paper"], choices=list(PRESETS))
+    parser.add_argument("--tokens", type=int, default=291, help="tokens N (291 = 4656 voxels, MinD-Vis HCP)")
+    parser.add_argument("--cpu-batch", type=json.loads, default={"tiny": 32, "paper": 2},
+                        help='JSON per preset, e.g. \'{"tiny": 32, "paper": 2}\'')
+    parser.add_argument("--cpu-steps", type=json.loads, default={"tiny": 10, "paper": 2})
+    parser.add_argument("--cuda-batch", type=json.loads, default={"tiny": 256, "paper": 100})
+    parser.add_argument("--cuda-steps", type=json.loads, default={"tiny": 50, "paper": 20})
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads per measurement")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+
+    results = []
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if "cuda" not in devices:
+        print("no CUDA device: CUDA measurements (bf16, flash attention, TFLOP/s vs GPU peak) skipped")
+    for device in devices:
+        if device == "cpu":
+            peak = matmul_peak_tflops(torch.device("cpu"), torch.float32, 1024, 10)
+            peak_label = f"fp32 matmul peak {peak * 1e3:.1f} GFLOP/s ({args.threads} threads)"
+        else:
+            peak = matmul_peak_tflops(torch.device("cuda"), torch.bfloat16, 8192, 50)
+            peak32 = matmul_peak_tflops(torch.device("cuda"), torch.float32, 8192, 10)
+            peak_label = f"bf16 matmul peak {peak:.0f} TFLOP/s, fp32 {peak32:.1f} TFLOP/s ({torch.cuda.get_device_name()})"
+        print(f"\n== {device}: {peak_label}")
+        for preset in args.presets:
+            diff = check_same_loss(preset, args.tokens if preset == "paper" else 64, device)
+            batch = (args.cpu_batch if device == "cpu" else args.cuda_batch)[preset]
+            steps = (args.cpu_steps if device == "cpu" else args.cuda_steps)[preset]
+            tokens = args.tokens if preset == "paper" else 64
+            row = {}
+            for impl in ("ours", "baseline"):
+                kw = dict(preset=preset, impl=impl, device_name=device, batch=batch, steps=steps, tokens=tokens,
+                          warmup=1 if preset == "paper" and device == "cpu" else 3)
+                r = measure_isolated(args.threads, **kw) if device == "cpu" else measure(**kw)
+                ref_peak = peak if (impl == "ours" or device == "cpu") else peak32
+                r["fraction_of_matmul_peak"] = r["tflops"] / ref_peak
+                row[impl] = r
+                results.append(r)
+                mem = "peak RSS" if device == "cpu" else "peak alloc"
+                print(f"{preset:5s} {impl:8s} batch {batch:4d} x {steps:3d} steps, N={tokens}: "
+                      f"{r['samples_per_s']:9.1f} samples/s, {r['s_per_step'] * 1e3:8.1f} ms/step, "
+                      f"{mem} {r['peak_mem_mb']:8.0f} MB (+{r['peak_extra_mb']:.0f} MB during steps), "
+                      f"{r['tflops'] * 1e3:8.1f} GFLOP/s = {100 * r['fraction_of_matmul_peak']:.0f}% of matmul peak")
+            ratio = row["ours"]["samples_per_s"] / row["baseline"]["samples_per_s"]
+            mem_ratio = row["ours"]["peak_extra_mb"] / max(row["baseline"]["peak_extra_mb"], 1e-9)
+            print(f"{preset:5s} speed ours/baseline = {ratio:.2f}x, step-memory ours/baseline = {mem_ratio:.2f}, "
+                  f"|loss difference| with shared weights = {diff:.2e}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The Snakemake DAG on the micro config: outputs, MLflow runs, rerun-only-downstream.
+
+One module-scoped run of the whole micro DAG; the later tests only dry-run
+against it (or change a file and dry-run), so the module costs one DAG run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import h5py
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mindvis.data.god import load_god_npz
+from workflow_runner import copy_workflow, planned_jobs, snakemake
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+GOD_NPZ = "data/Kamitani/npz"
+
+
+@pytest.fixture(scope="module")
+def done_workdir(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("dag"))
+    start = time.perf_counter()
+    proc = snakemake(workdir, "--cores", "2")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    workdir.joinpath("dag_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}")
+    return workdir
+
+
+def _touch_later(path):
+    later = time.time() + 5
+    os.utime(path, (later, later))
+
+
+def test_god_outputs_have_mindvis_layout(done_workdir):
+    npz_dir = done_workdir / GOD_NPZ
+    for subject in (1, 2):
+        data = load_god_npz(npz_dir / f"sbj_{subject}.npz")
+        n_images = data.test_fmri.shape[0]
+        # micro config: 10 classes x 3 training images, x 2 test images, 3 repeats each
+        assert data.train_fmri.shape[0] == 30
+        assert n_images == 20
+        assert data.test_fmri_trials.shape[0] == 3 * n_images
+        np.testing.assert_allclose(
+            data.test_fmri, data.test_fmri_trials.reshape(n_images, 3, -1).mean(axis=1), rtol=1e-5, atol=1e-5
+        )
+        assert data.roi_masks["VC"].all()
+        assert set(data.roi_masks) >= {"V1", "V2", "V3", "V4", "LOC", "FFA", "PPA", "LVC", "HVC", "VC"}
+    with np.load(npz_dir / "images_256.npz") as images:
+        assert images["train_images"].shape == (30, 32, 32, 3)
+        assert images["test_images"].dtype == np.uint8
+    assert len((npz_dir / "imagenet_training_label.csv").read_text().splitlines()) == 30
+
+
+def test_bold5000_outputs_exist_for_each_subject(done_workdir):
+    base = done_workdir / "data/BOLD5000"
+    for subject in (1, 4):
+        assert (base / f"npz/CSI{subject}.npz").is_file()
+        npy = sorted((base / "BOLD5000_GLMsingle_ROI_betas/py").glob(f"CSI{subject}_*allses_*.npy"))
+        assert len(npy) == 10
+
+
+def test_one_finished_mlflow_run_per_job_with_tags(done_workdir):
+    client = MlflowClient(tracking_uri=f"sqlite:///{done_workdir}/results/mlflow.db")
+    exp = client.get_experiment_by_name("mindvis")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    names = sorted(r.info.run_name for r in runs)
+    assert names.count("make_stimuli") == 1
+    for subject in (1, 2):
+        assert f"simulate_god[dataset=god,subject={subject}]" in names
+        assert f"preprocess_god[dataset=god,subject={subject}]" in names
+    assert len(names) == len(set(names)), "a job logged twice"
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mindvis.rule"] == run.info.run_name.split("[")[0]
+        assert "mindvis.version" in run.data.tags
+    prep = next(r for r in runs if r.info.run_name == "preprocess_god[dataset=god,subject=1]")
+    assert prep.data.tags["dataset"] == "god" and prep.data.tags["subject"] == "1"
+    assert prep.data.params["roi"] == "VC"
+    artifacts = {a.path for a in client.list_artifacts(prep.info.run_id)}
+    assert "config.yaml" in artifacts and "summary.json" in artifacts
+
+
+def test_completed_dag_has_nothing_to_do(done_workdir):
+    assert planned_jobs(done_workdir) == set()
+
+
+def test_changed_raw_subject_file_reruns_only_that_subject(done_workdir):
+    raw = done_workdir / "data/raw/god/Subject2.h5"
+    original = raw.read_bytes()
+    stat = raw.stat()
+    with h5py.File(raw, "r+") as fh:  # a new acquisition of the same subject: one value differs
+        fh["dataset"][0, 0] += 1.0
+    _touch_later(raw)
+    try:
+        assert planned_jobs(done_workdir) == {("preprocess_god", frozenset({("subject", "2")}))}
+    finally:
+        raw.write_bytes(original)
+        os.utime(raw, (stat.st_atime, stat.st_mtime))
+
+
+def test_touched_but_unchanged_file_reruns_nothing(done_workdir):
+    # Snakemake compares checksums of small inputs whose mtime changed.
+    raw = done_workdir / "data/raw/god/Subject1.h5"
+    stat = raw.stat()
+    _touch_later(raw)
+    try:
+        assert planned_jobs(done_workdir) == set()
+    finally:
+        os.utime(raw, (stat.st_atime, stat.st_mtime))
+
+
+def test_changed_preprocess_param_reruns_only_preprocessing(done_workdir):
+    (done_workdir / "change.yaml").write_text("god:\n  preprocess:\n    bad_voxels: error\n")
+    jobs = planned_jobs(done_workdir, configfiles=("change.yaml",))
+    assert jobs == {
+        ("preprocess_god", frozenset({("subject", "1")})),
+        ("preprocess_god", frozenset({("subject", "2")})),
+    }
+
+
+def test_changed_image_size_reruns_only_the_image_job(done_workdir):
+    (done_workdir / "change_images.yaml").write_text("god:\n  images:\n    size: 24\n")
+    jobs = planned_jobs(done_workdir, configfiles=("change_images.yaml",))
+    assert jobs == {("preprocess_god_images", frozenset())}
+
+
+def test_changed_simulation_param_reruns_that_chain_only(done_workdir):
+    (done_workdir / "change_sim.yaml").write_text("bold5000:\n  simulate:\n    snr: 0.7\n")
+    jobs = planned_jobs(done_workdir, configfiles=("change_sim.yaml",))
+    assert {rule for rule, _ in jobs} == {"simulate_bold5000", "preprocess_bold5000"}
+    assert len(jobs) == 4
