@@ -9,8 +9,8 @@ q @ k^T, softmax, @ v), fp32, no autocast, reading the SAME parameter tensors
 Per preset and device it prints samples/s, peak memory, the ratio ours /
 baseline, and achieved FLOP/s (torch's FlopCounterMode count of one step)
 against a matmul peak measured in the same run. CPU memory is the peak RSS
-of a fresh child process per measurement (ru_maxrss) minus its RSS just
-before the timed steps. CUDA parts are skipped when there is no GPU.
+of a fresh child process per measurement (VmHWM, reset just before the
+first step) minus its RSS at that point (model and inputs already allocated). CUDA parts are skipped when there is no GPU.
 
     python benchmarks/bench_sc_mbm.py                      # tiny + paper, CPU (+ CUDA if present)
     python benchmarks/bench_sc_mbm.py --presets tiny --steps 20
@@ -19,14 +19,15 @@ before the timed steps. CUDA parts are skipped when there is no GPU.
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 import json
 import math
 import multiprocessing as mp
-import resource
 import time
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mindvis.models import PRESETS, ScMbm
 
@@ -71,9 +72,19 @@ def plain_forward(m: ScMbm, x: torch.Tensor, mask_ratio: float, noise: torch.Ten
 
 
 # -- measurement -------------------------------------------------------------------------------------
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> float:
+    """Reset the process's peak-RSS mark (Linux clear_refs "5"); return the current RSS in MB."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    return _status_mb("VmRSS")
 
 
 def _step_fn(model, impl, device, x, noise):
@@ -100,26 +111,21 @@ def measure(preset: str, impl: str, device_name: str, batch: int, steps: int, to
     x = torch.randn(batch, 1, model.num_voxels, device=device)
     noise = torch.rand(batch, tokens, device=device)
     step = _step_fn(model, impl, device, x, noise)
-    ctx = torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.FLASH_ATTENTION,
-                                          torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION]) \
-        if device.type == "cuda" and impl == "ours" else _null()
+    # on CUDA, ours must run a fused kernel (flash, else memory-efficient): never the math fallback
+    ctx = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]) \
+        if device.type == "cuda" and impl == "ours" else nullcontext()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() / 2**20
+    else:
+        base = _reset_peak_rss()  # model and inputs are in; activations and gradients are not
     with ctx:
         for _ in range(warmup):
             step()
             model.zero_grad(set_to_none=True)
-        from torch.utils.flop_counter import FlopCounterMode
-
-        counter = FlopCounterMode(display=False)
-        with counter:
-            step()
-        model.zero_grad(set_to_none=True)
-        flops = counter.get_total_flops()
         if device.type == "cuda":
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated() / 2**20
-        else:
-            base = _rss_mb()
         t0 = time.perf_counter()
         for _ in range(steps):
             step()
@@ -130,19 +136,24 @@ def measure(preset: str, impl: str, device_name: str, batch: int, steps: int, to
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak = _status_mb("VmHWM")
+    flops = count_flops(model, x, noise)  # the network's FLOPs, counted on the plain ops for both
     return {"preset": preset, "impl": impl, "device": device_name, "batch": batch, "steps": steps,
             "tokens": tokens, "samples_per_s": batch * steps / elapsed, "s_per_step": elapsed / steps,
             "peak_mem_mb": peak, "mem_before_mb": base, "peak_extra_mb": peak - base,
             "tflops": flops * steps / elapsed / 1e12, "flops_per_step": flops}
 
 
-class _null:
-    def __enter__(self):
-        return self
+def count_flops(model: ScMbm, x: torch.Tensor, noise: torch.Tensor) -> int:
+    """FLOPs of one forward+backward, by torch's FlopCounterMode on the plain implementation
+    (it does not count fused CPU attention kernels, so counting on ours would under-report)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def __exit__(self, *exc):
-        return False
+    counter = FlopCounterMode(display=False)
+    with counter:
+        plain_forward(model, x, 0.75, noise).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
 
 
 def _child(queue, kwargs):
@@ -161,19 +172,23 @@ def measure_isolated(threads: int, **kwargs) -> dict:
     return result
 
 
-def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, size: int, reps: int) -> float:
+def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, size: int, reps: int, trials: int = 5) -> float:
+    """Best of `trials` timings of `reps` square matmuls: the practical peak of this device and dtype."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * size**3 * reps / (time.perf_counter() - t0) / 1e12
+    best = 0.0
+    for _ in range(trials):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * size**3 * reps / (time.perf_counter() - t0) / 1e12)
+    return best
 
 
 def check_same_loss(preset: str, tokens: int, device: str) -> float:
@@ -194,7 +209,9 @@ def main() -> None:
     parser.add_argument("--cpu-steps", type=json.loads, default={"tiny": 10, "paper": 2})
     parser.add_argument("--cuda-batch", type=json.loads, default={"tiny": 256, "paper": 100})
     parser.add_argument("--cuda-steps", type=json.loads, default={"tiny": 50, "paper": 20})
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads per measurement")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="CPU threads per measurement (on a shared machine use 1: spinning OpenMP threads "
+                             "waiting for a busy core make multi-threaded timings erratic)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -204,7 +221,8 @@ def main() -> None:
         print("no CUDA device: CUDA measurements (bf16, flash attention, TFLOP/s vs GPU peak) skipped")
     for device in devices:
         if device == "cpu":
-            peak = matmul_peak_tflops(torch.device("cpu"), torch.float32, 1024, 10)
+            torch.set_num_threads(args.threads)
+            peak = matmul_peak_tflops(torch.device("cpu"), torch.float32, 2048, 3)
             peak_label = f"fp32 matmul peak {peak * 1e3:.1f} GFLOP/s ({args.threads} threads)"
         else:
             peak = matmul_peak_tflops(torch.device("cuda"), torch.bfloat16, 8192, 50)

@@ -61,6 +61,8 @@ def all_targets():
     if enabled("bold5000"):
         for subject in subjects("bold5000"):
             targets += bold5000_outputs(subject)
+    if enabled("hcp"):
+        targets += expand(HCP_NPZ, subject=subjects("hcp"))
     return targets
 
 
@@ -92,3 +94,27 @@ def bold5000_outputs(subject):
         for roi in config["bold5000"]["preprocess"]["rois"]
         for hemi in config["bold5000"]["preprocess"]["hemispheres"]
     ] + [f"{B5_DIR}/npz/CSI{subject}.npz"]
+
+
+def section_with(keys, **extra):
+    """Like `section`, with shared keys (e.g. the HCP run list) merged in."""
+    node = config
+    for key in keys:
+        node = node[key]
+    return json.dumps({**extra, **node}, sort_keys=True)
+
+
+# --- HCP paths (MinD-Vis's data/HCP/npz layout) --------------------------------
+HCP_NPZ = f"{PROCESSED}/HCP/npz/{{subject}}/HCP_visual_voxel.npz"
+HCP_CIFTI = "MNINonLinear/Results/{run}/{run}_Atlas_MSMAll_hp2000_clean.dtseries.nii"
+HCP_VOLUME = "MNINonLinear/Results/{run}/{run}_hp2000_clean.nii.gz"
+
+
+def hcp_subject_dir(subject):
+    return f"{config['hcp']['raw_dir']}/{subject}"
+
+
+def hcp_run_files(subject):
+    """Every raw run file one subject's preprocessing reads (CIFTI or volumes)."""
+    template = HCP_CIFTI if config["hcp"]["preprocess"].get("input", "cifti") == "cifti" else HCP_VOLUME
+    return [f"{hcp_subject_dir(subject)}/{template.format(run=run)}" for run in config["hcp"]["runs"]]

@@ -64,3 +64,22 @@ rule preprocess_bold5000:
         "python -m mindvis preprocess-bold5000 --raw-dir {params.raw_dir} --subject {wildcards.subject} "
         "--out-dir {B5_DIR} --config {params.cfg:q} "
         "--rule {rule} --wildcard dataset=bold5000 --wildcard subject={wildcards.subject} > {log} 2>&1"
+
+
+rule preprocess_hcp:
+    input:
+        lambda wildcards: hcp_run_files(wildcards.subject),
+    output:
+        HCP_NPZ,
+    params:
+        # a function, so Snakemake does not expand the {run} templates inside
+        cfg=lambda wildcards: section_with(("hcp", "preprocess"), runs=config["hcp"]["runs"]),
+        subject_dir=lambda wildcards: hcp_subject_dir(wildcards.subject),
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{RESULTS}/logs/preprocess_hcp/{{subject}}.log",
+    shell:
+        "python -m mindvis preprocess-hcp --subject-dir {params.subject_dir} --subject {wildcards.subject} "
+        "--out {output} --config {params.cfg:q} "
+        "--rule {rule} --wildcard dataset=hcp --wildcard subject={wildcards.subject} > {log} 2>&1"

@@ -59,3 +59,21 @@ if simulated("bold5000"):
             "python -m mindvis simulate-bold5000 --stimuli {input.stimuli} --subject {wildcards.subject} "
             "--out-dir {params.out_dir} --config {params.cfg:q} "
             "--rule {rule} --wildcard dataset=bold5000 --wildcard subject={wildcards.subject} > {log} 2>&1"
+
+
+if simulated("hcp"):
+
+    rule simulate_hcp:
+        output:
+            [f"{hcp_subject_dir('{subject}')}/{HCP_CIFTI.format(run=run)}" for run in config["hcp"]["runs"]],
+        params:
+            cfg=section_with(("hcp", "simulate"), runs=config["hcp"]["runs"]),
+            out_dir=config["hcp"]["raw_dir"],
+        conda:
+            "../envs/data.yaml"
+        log:
+            f"{RESULTS}/logs/simulate_hcp/{{subject}}.log",
+        shell:
+            "python -m mindvis simulate-hcp --subject {wildcards.subject} --out-dir {params.out_dir} "
+            "--config {params.cfg:q} "
+            "--rule {rule} --wildcard dataset=hcp --wildcard subject={wildcards.subject} > {log} 2>&1"

@@ -85,6 +85,11 @@ def test_dtseries_roundtrip_header_and_lean_columns(tmp_path):
     np.testing.assert_array_equal(surf[CORTEX_LEFT].vertices, [3, 7, 9, 100])
     np.testing.assert_array_equal(surf[CORTEX_RIGHT].columns, [4, 5])
     assert surf[CORTEX_RIGHT].n_mesh_vertices == 32492
+    ref = cifti.surface_columns(run.brain_models)  # the same through nibabel's BrainModelAxis
+    assert set(ref) == set(surf)
+    for s in ref:
+        np.testing.assert_array_equal(ref[s].columns, surf[s].columns)
+        np.testing.assert_array_equal(ref[s].vertices, surf[s].vertices)
     cols = np.array([0, 2, 3, 5])  # three contiguous ranges
     assert cifti.contiguous_ranges(cols) == [(0, 1, 0), (2, 4, 1), (5, 6, 3)]
     out = run.read_columns(cols)

@@ -175,3 +175,29 @@ def test_truncated_volume_is_rejected_and_nothing_is_written(tmp_path, suffix):
         preprocess_hcp_subject(tmp_path, out, cfg_for(runs, suffix=suffix))
     assert exc.value.path == bad
     assert not out.exists() and not list(tmp_path.glob(".o.npz*"))
+
+
+@pytest.mark.parametrize("backend", ["zlib", "isal"])
+def test_gzip_stream_members_padding_and_truncation(tmp_path, monkeypatch, backend):
+    import gzip
+    import zlib
+
+    if backend == "isal":
+        pytest.importorskip("isal")
+    else:
+        monkeypatch.setattr(volume, "_inflate_module", lambda: zlib)
+    rng = np.random.default_rng(0)
+    part1, part2 = rng.bytes(300_000), bytes(200_000) + rng.bytes(1000)
+    path = tmp_path / "multi.gz"
+    # two concatenated members and zero padding after the last, as gzip tools may write
+    path.write_bytes(gzip.compress(part1, 1) + gzip.compress(part2, 6) + bytes(64))
+    monkeypatch.setattr(volume.GzipStream, "INPUT_BLOCK", 4096)  # many small input blocks
+    out = bytearray(len(part1) + len(part2))
+    with volume.GzipStream(path) as fh:
+        volume._read_exactly(fh, memoryview(out)[:1234])  # odd split points across members
+        volume._read_exactly(fh, memoryview(out)[1234:])
+        assert fh.readinto(bytearray(10)) == 0  # clean end
+    assert bytes(out) == part1 + part2
+    path.write_bytes(gzip.compress(part1, 1)[:-5000])
+    with volume.GzipStream(path) as fh, pytest.raises(EOFError):
+        volume._read_exactly(fh, memoryview(bytearray(len(part1))))

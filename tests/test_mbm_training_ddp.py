@@ -23,7 +23,6 @@ def _rows():
 
 
 def _train(out, batch, env=None):
-    torch.set_num_threads(1)
     rows = _rows()
     torch.manual_seed(11)
     model = ScMbm(PRESETS["tiny"], rows.num_voxels // 16)
@@ -35,6 +34,7 @@ def _train(out, batch, env=None):
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
+    torch.set_num_threads(1)
     env = ddp.init_distributed("cpu")
     try:
         summary = _train(out, B, env)
@@ -71,7 +71,12 @@ def test_two_gloo_processes_match_one_process_with_double_batch(tmp_path):
     ddp_out = tmp_path / "ddp" / "fmri_encoder.pth"
     ddp_out.parent.mkdir()
     mp.spawn(_worker, args=(2, _free_port(), str(ddp_out)), nprocs=2, join=True)
-    single = _train(tmp_path / "single.pth", 2 * B)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each DDP process
+    try:
+        single = _train(tmp_path / "single.pth", 2 * B)
+    finally:
+        torch.set_num_threads(threads)
     assert single["steps"] == 2 * (64 // (2 * B))
 
     a = torch.load(ddp_out, weights_only=True)["model"]

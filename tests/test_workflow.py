@@ -65,6 +65,14 @@ def test_bold5000_outputs_exist_for_each_subject(done_workdir):
         assert len(npy) == 10
 
 
+def test_hcp_output_has_visual_areas_and_all_runs(done_workdir):
+    with np.load(done_workdir / "data/HCP/npz/sim01/HCP_visual_voxel.npz") as npz:
+        assert [npz[a].shape[1] for a in ("V1", "V2", "V3", "V4")] == [1618, 1220, 684, 661]
+        for area in ("V1", "V2", "V3", "V4"):
+            assert npz[area].shape[0] == 2 * 40  # two runs of 40 frames, concatenated
+            assert np.isfinite(npz[area]).all()
+
+
 def test_one_finished_mlflow_run_per_job_with_tags(done_workdir):
     client = MlflowClient(tracking_uri=f"sqlite:///{done_workdir}/results/mlflow.db")
     exp = client.get_experiment_by_name("mindvis")

@@ -17,6 +17,7 @@ Structure names are kept exactly as the file spells them
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import zlib
@@ -52,14 +53,13 @@ class SurfaceColumns:
     n_mesh_vertices: int  # size of the mesh those vertex indices refer to
 
 
-@dataclass(frozen=True)
 class DtseriesRun:
     """An opened, header-validated dtseries; its data have not been read yet."""
 
-    path: Path
-    image: nib.Cifti2Image
-    series: cifti2_axes.SeriesAxis
-    brain_models: cifti2_axes.BrainModelAxis
+    def __init__(self, path: Path, image: nib.Cifti2Image, series: cifti2_axes.SeriesAxis):
+        self.path = path
+        self.image = image
+        self.series = series
 
     @property
     def n_frames(self) -> int:
@@ -67,14 +67,38 @@ class DtseriesRun:
 
     @property
     def n_grayordinates(self) -> int:
-        return len(self.brain_models)
+        return int(self.image.shape[1])
 
     @property
     def tr(self) -> float:
         return float(self.series.step)
 
+    @functools.cached_property
+    def brain_models(self) -> cifti2_axes.BrainModelAxis:
+        """nibabel's full BrainModelAxis (built on first use: ~0.1 s for 91,282 grayordinates)."""
+        return self.image.header.get_axis(1)
+
     def surfaces(self) -> dict[str, SurfaceColumns]:
-        return surface_columns(self.brain_models)
+        """Surface structures straight from the header's brain models (a BrainModelAxis
+        walk costs ~0.15 s on the 91,282 layout; this costs ~5 ms)."""
+        out: dict[str, SurfaceColumns] = {}
+        for bm in self.image.header.matrix.get_index_map(1).brain_models:
+            if bm.model_type != "CIFTI_MODEL_TYPE_SURFACE":
+                continue
+            start, count = int(bm.index_offset), int(bm.index_count)
+            vertices = np.asarray(bm.vertex_indices, dtype=np.int64)
+            if vertices.size != count or start + count > self.n_grayordinates:
+                raise InputDataError(
+                    self.path, f"{bm.brain_structure}: {vertices.size} vertex indices for {count} "
+                    f"grayordinates at offset {start} of {self.n_grayordinates}"
+                )
+            out[str(bm.brain_structure)] = SurfaceColumns(
+                structure=str(bm.brain_structure),
+                columns=np.arange(start, start + count, dtype=np.int64),
+                vertices=vertices,
+                n_mesh_vertices=int(bm.surface_number_of_vertices),
+            )
+        return out
 
     def read_columns(self, columns: np.ndarray) -> np.ndarray:
         return read_columns(self, columns)
@@ -99,23 +123,23 @@ def open_dtseries(path: str | os.PathLike) -> DtseriesRun:
         raise InputDataError(p, f"not a CIFTI-2 file (nibabel reads it as {type(img).__name__})")
     try:
         series = img.header.get_axis(0)
-        models = img.header.get_axis(1)
+        models_map = img.header.matrix.get_index_map(1)
     except Exception as exc:  # noqa: BLE001
         raise InputDataError(p, f"CIFTI-2 header has no usable axes ({exc})") from None
-    if not isinstance(series, cifti2_axes.SeriesAxis) or not isinstance(models, cifti2_axes.BrainModelAxis):
+    kind = models_map.indices_map_to_data_type
+    if not isinstance(series, cifti2_axes.SeriesAxis) or kind != "CIFTI_INDEX_TYPE_BRAIN_MODELS":
         raise InputDataError(
-            p,
-            f"expected a dense time series (SeriesAxis x BrainModelAxis), got "
-            f"{type(series).__name__} x {type(models).__name__}",
+            p, f"expected a dense time series (series x brain models), got {type(series).__name__} x {kind}"
         )
-    if tuple(img.shape) != (series.size, len(models)):
+    n_models = sum(int(bm.index_count) for bm in models_map.brain_models)
+    if tuple(img.shape) != (series.size, n_models):
         raise InputDataError(
-            p, f"data shape {tuple(img.shape)} disagrees with its axes ({series.size} frames x {len(models)} grayordinates)"
+            p, f"data shape {tuple(img.shape)} disagrees with its axes ({series.size} frames x {n_models} grayordinates)"
         )
     intent = img.nifti_header.get_intent()[0]
     if intent != DENSE_SERIES_INTENT:
         log.warning("%s: NIfTI intent is %r, not %r; reading it as a dense time series", p, intent, DENSE_SERIES_INTENT)
-    run = DtseriesRun(path=p, image=img, series=series, brain_models=models)
+    run = DtseriesRun(path=p, image=img, series=series)
     _check_data_length(run)
     return run
 

@@ -10,7 +10,9 @@ a mask frame-chunk by frame-chunk:
   chunk, so resident memory stays at one chunk's pages;
 - `.nii.gz`: the stream is decompressed once, sequentially, into one reused
   chunk buffer (gzip cannot seek backwards cheaply, and random access would
-  decompress the same bytes many times).
+  decompress the same bytes many times). Inflating is the floor of this
+  route; with the optional `isal` package (ISA-L) it runs ~2.5x faster than
+  the standard library's zlib, which is used otherwise.
 
 Either way peak memory is the (frames, masked voxels) output plus one chunk,
 never the whole run (a 91x109x91x1200 float32 run is 4.3 GB), and never a
@@ -171,13 +173,20 @@ def _read_chunks_mmap(run: VolumeRun, idx: np.ndarray, chunk: int) -> Iterable[t
 def _read_chunks_gz(run: VolumeRun, idx: np.ndarray, chunk: int) -> Iterable[tuple[int, np.ndarray]]:
     nvox = run.n_voxels_per_frame
     buf = np.empty(chunk * nvox, dtype=run.dtype)
-    with ImageOpener(run.path, "rb") as fh:
-        fh.seek(run.offset)
+    opener = GzipStream if run.path.name.endswith(".gz") else ImageOpener  # .bz2 / .zst: nibabel's openers
+    with opener(run.path, "rb") as fh:
+        _skip(fh, run.offset)
         for t0 in range(0, run.n_frames, chunk):
             n = min(chunk, run.n_frames - t0)
             view = memoryview(buf[: n * nvox]).cast("B")
             _read_exactly(fh, view)
             yield t0, buf[: n * nvox].reshape(n, nvox)[:, idx].astype(np.float32)
+
+
+def _skip(fh, n: int) -> None:
+    scratch = bytearray(n)
+    if n:
+        _read_exactly(fh, memoryview(scratch))
 
 
 def _read_exactly(fh, view: memoryview) -> None:
@@ -187,6 +196,85 @@ def _read_exactly(fh, view: memoryview) -> None:
         if not n:
             raise EOFError(f"data end after {got} of {len(view)} bytes of a chunk")
         got += n
+
+
+def _inflate_module():
+    """ISA-L's zlib-compatible inflate when the optional `isal` package is installed
+    (~2.5x faster on gzipped NIfTI), else the standard library's zlib."""
+    try:
+        from isal import isal_zlib
+
+        return isal_zlib
+    except ImportError:
+        return zlib
+
+
+class GzipStream:
+    """Sequential reader of a gzip file (all members) with `readinto`, decompressing large
+    input blocks straight into the caller's buffer: no per-call buffering layer as in
+    `gzip.GzipFile`, and ISA-L when available."""
+
+    INPUT_BLOCK = 1 << 22
+    OUTPUT_BLOCK = 1 << 22  # bounds the temporary bytes each inflate call returns
+
+    def __init__(self, path: str | os.PathLike, mode: str = "rb"):
+        if mode != "rb":
+            raise ValueError("GzipStream only reads")
+        self._zlib = _inflate_module()
+        self._fh = open(path, "rb")
+        self._inflater = self._zlib.decompressobj(31)  # 31: expect a gzip header
+        self._input = b""  # compressed bytes not yet given to the inflater
+        self._output = b""  # decompressed bytes not yet handed out
+        self._done = False
+
+    def __enter__(self) -> GzipStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def readinto(self, view) -> int:
+        view = memoryview(view).cast("B")
+        want = len(view)
+        got = 0
+        while got < want:
+            if self._output:
+                n = min(len(self._output), want - got)
+                view[got : got + n] = self._output[:n]
+                self._output = self._output[n:]
+                got += n
+                continue
+            if self._done:
+                break
+            self._inflate(min(want - got, self.OUTPUT_BLOCK))
+        return got
+
+    def _inflate(self, max_out: int) -> None:
+        if not self._input:
+            self._input = self._fh.read(self.INPUT_BLOCK)
+            if not self._input:
+                if not self._inflater.eof:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+                self._done = True
+                return
+        self._output = self._inflater.decompress(self._input, max_out)
+        self._input = self._inflater.unconsumed_tail
+        if self._inflater.eof:  # end of one gzip member: another may follow (concatenated gzip)
+            rest = self._inflater.unused_data + self._input
+            self._input = rest.lstrip(b"\x00")  # trailing zero padding is allowed after a member
+            self._inflater = self._zlib.decompressobj(31)
+            if not self._input:
+                self._input = self._fh.read(self.INPUT_BLOCK).lstrip(b"\x00")
+                if not self._input:
+                    self._done = True
+                    self._inflater = _Finished()
+
+
+class _Finished:
+    eof = True
 
 
 # ----------------------------------------------------------------------------- ROI label images

@@ -84,7 +84,7 @@ class HcpPreprocessConfig:
     # volume input: resample the label image (nearest neighbour, nilearn) when its grid differs.
     resample_mask: bool = False
     # volume input: frames read per chunk (memory: chunk x 902,629 voxels x 4 bytes on the MNI grid).
-    chunk_frames: int = 50
+    chunk_frames: int = 20
 
 
 def check_config(cfg: HcpPreprocessConfig) -> None:
@@ -164,8 +164,17 @@ def plan_cifti_run(name: str, path: Path, atlas: SurfaceAtlas, areas: list[str])
         except KeyError as exc:
             raise ConfigError(f"hcp preprocess: {exc.args[0]}") from None
         index[area] = cols
-        keys[area] = list(zip(run.brain_models.name[cols].tolist(), run.brain_models.vertex[cols].tolist()))
+        keys[area] = _surface_keys(surfaces, cols)
     return RunPlan(name, path, run.n_frames, run.tr, index, keys, run)
+
+
+def _surface_keys(surfaces: dict[str, cifti.SurfaceColumns], cols: np.ndarray) -> list[tuple[str, int]]:
+    """(structure, vertex) of each column."""
+    keys: dict[int, tuple[str, int]] = {}
+    for surf in surfaces.values():
+        hit = np.isin(surf.columns, cols)
+        keys.update(zip(surf.columns[hit].tolist(), ((surf.structure, v) for v in surf.vertices[hit].tolist())))
+    return [keys[c] for c in cols.tolist()]
 
 
 def align_to(plan: RunPlan, first: RunPlan, area: str) -> np.ndarray:

@@ -121,7 +121,7 @@ def finetune_from_rows(pretrained: str | Path, subject: SubjectRows, out: str | 
                  "token_policy": cfg.token_policy, "pretrained": str(pretrained),
                  "pretrained_config_class": probe.config_class, "from_scratch": from_scratch, **(info or {})},
     )
-    if tracker is not None:
+    if tracker is not None and getattr(tracker, "enabled", True):
         tracker.set_tags({"test_set_exposed": str(exposed).lower(), "protocol": cfg.protocol})
     summary = train_mbm(model, rows.train, rows.holdout, cfg, out, export, tracker=tracker, env=env,
                         stop_after_steps=stop_after_steps)

@@ -412,6 +412,11 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
         run_loss.zero_()
         run_gnorm.zero_()
         run_steps = 0
+
+    def checkpoint_due() -> bool:
+        every = cfg.checkpoint_every_steps
+        return every > 0 and step % every == 0 and step < total_steps  # the end is saved anyway
+
     params = [p for p in core.parameters() if p.requires_grad]
     start_epoch = step // steps_per_epoch
     lr = schedule.lr_at(step)
@@ -453,10 +458,10 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
                 if stop_after_steps is not None and step >= stop_after_steps:
                     bar.close()
                     return {"stopped_at_step": step}
-                if cfg.checkpoint_every_steps > 0 and step % cfg.checkpoint_every_steps == 0 and step < total_steps:
+                if checkpoint_due() and step % steps_per_epoch:  # at an epoch's end: after its metrics, below
                     flush()
                     save_state()
-                if ddp.any_rank(stop.raised, env, device):
+                if step % steps_per_epoch and ddp.any_rank(stop.raised, env, device):
                     bar.close()
                     flush()
                     save_state()
@@ -475,6 +480,12 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
                          ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
                 if _tracking(tracker):
                     tracker.log_metrics(metrics, step=epoch + 1)
+            # at an epoch's end the state is saved after its metrics, so a resume starts the next epoch clean
+            if ddp.any_rank(stop.raised, env, device):
+                save_state()
+                raise TrainingInterrupted(step, resume_path)
+            if checkpoint_due():
+                save_state()
 
     if env.is_main:
         save_resume_state(resume_path, state_payload())  # a crash during export still resumes at the end

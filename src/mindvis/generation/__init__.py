@@ -1,0 +1,143 @@
+"""Generation: K samples per test fMRI from a stage B model, saved as an npz and a PNG grid.
+
+`generate_samples` is the library function behind `mindvis generate`:
+    model   finetuned.pt (ours) or MinD-Vis's finetuned.pth, loaded without running pickled code
+    data    the subject's TEST fMRI (averaged per image), with the dataset's conventions
+            (wrap padding, scalar z-score with the TRAINING statistics) and fitted to the
+            model's number of voxels; the ground-truth test images resized to the model's size
+    output  npz: samples (n_test, K, H, W, 3) uint8, ground_truth (n_test, H, W, 3) uint8,
+            image_index (n_test,) row of test_images, labels (n_test,) when the npz has them,
+            and the sampler settings (sampler, steps, eta, guidance_scale, seed, n_samples);
+            PNG: one row per test image, ground truth | K samples.
+
+Also here: `pairwise_identification`, the quick pixel-correlation measure used
+to select stage B checkpoints and by the sampler benchmark (the full metrics
+live in `mindvis.evaluation`), and `tile` for image grids.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def tile(rows: list[list[np.ndarray]], pad: int = 2, value: int = 255) -> np.ndarray:
+    """Images (H, W, 3) uint8 arranged in rows (ragged rows are padded) -> one uint8 image."""
+    if not rows or not any(rows):
+        raise ValueError("nothing to tile")
+    h, w = next(img for row in rows for img in row).shape[:2]
+    n_cols = max(len(r) for r in rows)
+    out = np.full((len(rows) * (h + pad) + pad, n_cols * (w + pad) + pad, 3), value, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c, img in enumerate(row):
+            y, x = pad + r * (h + pad), pad + c * (w + pad)
+            out[y:y + h, x:x + w] = img
+    return out
+
+
+def sample_grid(ground_truth: np.ndarray, samples: np.ndarray, max_rows: int | None = None) -> np.ndarray:
+    """Rows: ground truth | K samples (the reference's layout)."""
+    n = ground_truth.shape[0] if max_rows is None else min(max_rows, ground_truth.shape[0])
+    return tile([[ground_truth[i], *samples[i]] for i in range(n)])
+
+
+def pairwise_identification(samples: np.ndarray, ground_truth: np.ndarray) -> float:
+    """Pair-wise identification by pixel correlation, averaged over items and samples.
+
+    For sample s of item i: the fraction of other items j whose ground truth
+    correlates less with s than item i's own ground truth does (Pearson over
+    all pixels). Chance is 0.5. samples: (n, K, H, W, 3); ground_truth: (n, H, W, 3).
+    """
+    n = ground_truth.shape[0]
+    if n < 2:
+        raise ValueError("pair-wise identification needs at least 2 items")
+    gt = ground_truth.reshape(n, -1).astype(np.float64)
+    gt = gt - gt.mean(axis=1, keepdims=True)
+    gt /= np.linalg.norm(gt, axis=1, keepdims=True).clip(1e-12)
+    scores = []
+    for k in range(samples.shape[1]):
+        s = samples[:, k].reshape(n, -1).astype(np.float64)
+        s = s - s.mean(axis=1, keepdims=True)
+        s /= np.linalg.norm(s, axis=1, keepdims=True).clip(1e-12)
+        corr = s @ gt.T  # (sample i, ground truth j)
+        own = np.diag(corr)[:, None]
+        wins = (corr < own).sum(axis=1)  # the diagonal never counts: own < own is false
+        scores.append(wins / (n - 1))
+    return float(np.mean(scores))
+
+
+@dataclass
+class GenerateConfig:
+    """`stage_b: generate:`. Defaults: the embedded demo; the reference in comments."""
+
+    sampler: str = "dpmpp"  # plms (reference) | ddim | dpmpp (DPM-Solver++ 2M)
+    steps: int = 25  # reference: 250 (PLMS)
+    eta: float = 0.0  # DDIM only
+    guidance_scale: float = 1.0  # classifier-free guidance (reference: 1 = none)
+    n_samples: int = 5  # K samples per test fMRI (reference: 5)
+    seed: int = 2022  # sample k of test item i starts from noise seeded by (seed, i, k)
+    batch_size: int = 50  # samples denoised together
+    quantize_decode: bool = True  # quantise latents before decoding, as CompVis's LDM
+    roi: str | None = "VC"  # GOD ROI (BOLD5000: null = all five ROIs); must match training
+    max_items: int = 0  # first N test items only (0 = all)
+    grid_rows: int = 0  # rows in the PNG grid (0 = all test items)
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+
+
+def generate_samples(model_path: str | Path, npz: str | Path, out: str | Path, grid: str | Path | None,
+                     cfg: GenerateConfig, images: str | Path | None = None, dataset: str = "god",
+                     tracker=None) -> dict[str, Any]:
+    """Sample the test set of one subject; write the npz (and grid); return a summary."""
+    import torch
+
+    from mindvis.checkpoints.mindvis_ldm import load_finetuned
+    from mindvis.models.ldm.sampling import SamplerConfig, sample_images
+    from mindvis.training.ldm_trainer import load_pairs, pick_device, set_threads
+    from mindvis.utils.atomic import atomic_path, save_npz
+
+    set_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    loaded = load_finetuned(model_path)
+    model = loaded.model.to(device).eval()
+    spec = model.spec
+    pairs = load_pairs(npz, images, dataset, "test", num_voxels=model.conditioner.num_voxels,
+                       image_size=spec.vq.resolution, roi=cfg.roi)
+    n = pairs.fmri.shape[0] if cfg.max_items <= 0 else min(cfg.max_items, pairs.fmri.shape[0])
+    sampler = SamplerConfig(sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, guidance_scale=cfg.guidance_scale,
+                            n_samples=cfg.n_samples, seed=cfg.seed, batch_size=cfg.batch_size,
+                            quantize_decode=cfg.quantize_decode)
+    fmri = torch.from_numpy(pairs.fmri[:n])[:, None, :]
+    log.info("sampling %d test items x %d samples with %s-%d on %s", n, cfg.n_samples, cfg.sampler, cfg.steps,
+             device)
+    samples, timing = sample_images(model, fmri, sampler, device=device)
+    gt = pairs.images_hwc()[:n]
+    arrays = {"samples": samples, "ground_truth": gt, "image_index": pairs.image_index[:n],
+              "sampler": np.array(cfg.sampler), "steps": np.array(cfg.steps), "eta": np.array(cfg.eta),
+              "guidance_scale": np.array(cfg.guidance_scale), "seed": np.array(cfg.seed),
+              "n_samples": np.array(cfg.n_samples)}
+    if pairs.labels is not None:
+        arrays["labels"] = pairs.labels[:n]
+    save_npz(out, **arrays)
+    if grid is not None:
+        from PIL import Image
+
+        picture = sample_grid(gt, samples, cfg.grid_rows or None)
+        with atomic_path(grid) as tmp:
+            Image.fromarray(picture).save(tmp, format="PNG")
+        if tracker is not None:
+            tracker.log_image(picture, "samples_grid.png")
+    summary = {"n_test": int(n), "n_samples": cfg.n_samples, "sampler": cfg.sampler, "steps": cfg.steps,
+               "guidance_scale": cfg.guidance_scale, "image_size": int(gt.shape[1]), "device": str(device),
+               "seconds": timing["seconds"], "seconds_per_image": timing["seconds_per_image"],
+               "pixel_identification": pairwise_identification(samples, gt) if n >= 2 else None,
+               "model_config_class": loaded.config_class,
+               "test_set_exposed": bool(loaded.mindvis.get("test_set_exposed", loaded.config_class is not None)),
+               "dropped_keys": loaded.report.reasons()}
+    return summary

@@ -1,0 +1,747 @@
+"""Stage B training loops: the VQ autoencoder, the class-conditional prior, and DC-LDM fine-tuning.
+
+    train_autoencoder  VQ first stage on the stimulus images (embedded demo only; the real run
+                       uses CompVis's VQ-f4 inside the downloaded label2img checkpoint)
+    train_label2img    class-conditional LDM (the cin256 "label2img" structure) on images + labels,
+                       VQ frozen (embedded demo only; the real run downloads it)
+    finetune_ldm       stage B: the prior's class embedder is replaced by the stage A encoder +
+                       mappers + time branch; trains the reference's parameter set on (fMRI, image) pairs
+
+Shared recipe (REFERENCE.md section 4): images to [-1, 1]; with probability
+`crop_p` (0.5) a random crop of `crop_ratio` (0.8) of the side, resized back;
+AdamW (torch defaults, weight decay 0.01 as the reference); gradient-norm
+clipping; fp32 on CPU, mixed precision on GPU.
+
+Determinism and resuming (as stage A): the item order of epoch e comes from
+(seed, e), every random draw of step s (crops, noise, diffusion steps,
+condition dropout, codebook restarts) from a generator seeded by (seed, s).
+Every `checkpoint_every_steps` steps, at each epoch end, on SIGTERM and at
+the end, the trainable parameters, optimizer, scaler, history, the best
+checkpoint so far and the RNG states go atomically to `<out>.resume.pt`;
+rerunning the same command resumes and ends with exactly the weights of an
+uninterrupted run. The output file is written last, atomically.
+
+Checkpoint selection in stage B (`protocol`):
+    clean      a seeded `val_fraction` of the training pairs is held out (not trained on);
+               every `select_every_epochs` epochs, K samples per held-out pair are drawn and
+               scored by pair-wise pixel-correlation identification; the best epoch is kept
+    reference  MinD-Vis's choice: trains on all pairs and scores on the TEST set; the output
+               config and the MLflow run are tagged test_set_exposed=true
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mindvis.checkpoints.compvis_ldm import (
+    ImportReport,
+    export_compvis_state,
+    read_compvis_ldm,
+    read_vq_checkpoint,
+    save_compvis_checkpoint,
+    unet_from_compvis,
+    vq_from_compvis,
+    vq_to_compvis,
+)
+from mindvis.checkpoints.mindvis_ldm import finetuned_config, save_finetuned
+from mindvis.models.ldm.autoencoder import build_vq, codebook_usage, restart_dead_codes
+from mindvis.models.ldm.conditioning import FmriConditioner
+from mindvis.models.ldm.dc_ldm import PRIOR_TRAINABLE, STAGE_B_REFERENCE, DcLdm, build_label_ldm
+from mindvis.models.ldm.presets import LdmModelConfig, LdmSpec, VqSpec, resolve_ldm_spec, spec_to_dict
+from mindvis.models.ldm.sampling import SamplerConfig, sample_images
+from mindvis.training.checkpointing import (
+    capture_rng,
+    load_resume_state,
+    restore_rng,
+    resume_path_for,
+    save_resume_state,
+)
+from mindvis.training.distributed import epoch_order
+from mindvis.training.mbm_trainer import TrainingInterrupted, resolve_precision, split_holdout
+from mindvis.utils.errors import ConfigError, InputDataError, MindVisError
+from mindvis.utils.seeding import seed_everything
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("god", "bold5000")
+PROTOCOLS = ("clean", "reference")
+
+
+# -- configs ------------------------------------------------------------------------------------------
+@dataclass
+class LdmLoopConfig:
+    """Keys every stage B loop shares."""
+
+    epochs: int = 10  # passes over the training items
+    batch_size: int = 16  # items per optimizer step (the incomplete last batch of an epoch is dropped)
+    lr: float = 1e-4  # AdamW learning rate (constant, as the reference)
+    weight_decay: float = 0.01  # AdamW weight decay (torch's default, as the reference)
+    clip_grad: float = 0.5  # max gradient L2 norm; 0 disables
+    crop_p: float = 0.5  # probability of the random-crop augmentation
+    crop_ratio: float = 0.8  # crop side / image side (reference: 205 of 256 px)
+    seed: int = 2022  # seeds init, item order and every random draw of a step
+    checkpoint_every_steps: int = 100  # resumable checkpoint period in steps (0: epoch ends only)
+    grid_every_epochs: int = 0  # log a sample grid to MLflow every K epochs (0: at the end only)
+    precision: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: fp32) | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    keep_resume: bool = False  # keep <out>.resume.pt after a successful run
+
+
+@dataclass
+class AutoencoderConfig(LdmLoopConfig):
+    """`stage_b: autoencoder:` (embedded demo only). Loss: L1 reconstruction + VQ codebook/commitment."""
+
+    model: LdmModelConfig = field(default_factory=LdmModelConfig)  # only the vq_* keys and image_size matter
+    epochs: int = 40
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    clip_grad: float = 1.0
+    restart_every_steps: int = 25  # move unused codes onto batch latents every N steps (0: never)
+    restart_until: float = 0.75  # ... during this first fraction of training
+
+
+@dataclass
+class Label2ImgConfig(LdmLoopConfig):
+    """`stage_b: label2img:` (embedded demo only): the class-conditional prior, VQ frozen."""
+
+    model: LdmModelConfig = field(default_factory=LdmModelConfig)  # UNet sizes; the VQ comes from --autoencoder
+    epochs: int = 120
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    clip_grad: float = 1.0
+    cond_drop_prob: float = 0.1  # labels replaced by the 'no class' entry (classifier-free guidance)
+    grid_every_epochs: int = 40
+    grid_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(n_samples=2))
+
+
+@dataclass
+class FinetuneLdmConfig(LdmLoopConfig):
+    """`stage_b: finetune:` (stage B). Defaults: the embedded demo; the paper's values in comments."""
+
+    epochs: int = 60  # paper: 500
+    batch_size: int = 8  # paper: 5 (GOD) / 25 (BOLD5000)
+    lr: float = 5.3e-4  # paper: 5.3e-5
+    weight_decay: float = 0.01  # paper: 0.01 (torch AdamW default)
+    clip_grad: float = 0.5  # paper: 0.5
+    trainable: list[str] = field(default_factory=lambda: list(STAGE_B_REFERENCE))  # + "unet" to unfreeze more
+    use_time_cond: bool = True  # the time-conditioning branch (paper: on)
+    cond_drop_prob: float = 0.0  # classifier-free guidance training (paper: 0 = off)
+    protocol: str = "clean"  # clean: select on held-out training pairs | reference: on the test set (leaks)
+    val_fraction: float = 0.1  # training pairs held out for selection (clean protocol)
+    select_every_epochs: int = 10  # score and keep the best epoch every N epochs (0: keep the last)
+    select_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(n_samples=2))
+    roi: str | None = "VC"  # GOD ROI (BOLD5000: null = all five ROIs)
+    grid_every_epochs: int = 10
+
+
+# -- small helpers -------------------------------------------------------------------------------------
+def set_threads(n: int) -> None:
+    if n and n > 0:
+        torch.set_num_threads(int(n))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def step_generator(seed: int, step: int, stream: int = 3) -> torch.Generator:
+    """The generator of every random draw of one step: a function of (seed, step) only."""
+    mixed = np.random.SeedSequence([seed & 0xFFFFFFFF, stream, step & 0xFFFFFFFF]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(mixed % (2**63)))
+
+
+def digest(*arrays: np.ndarray | torch.Tensor) -> str:
+    sha = hashlib.sha256()
+    for a in arrays:
+        a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        sha.update(str(a.shape).encode())
+        sha.update(np.ascontiguousarray(a).tobytes())
+    return sha.hexdigest()[:16]
+
+
+def file_identity(path: str | Path | None) -> str | None:
+    """Path, size and modification time: a rerun upstream job gives a new identity (start over)."""
+    if path is None:
+        return None
+    st = Path(path).stat()
+    return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+# -- images ------------------------------------------------------------------------------------------
+def read_images(path: str | Path, key: str = "train_images") -> np.ndarray:
+    """(n, H, W, 3) uint8 from images_256.npz (or stimuli.npz)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(path, "images npz not found")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if key not in npz.files:
+                raise InputDataError(path, f"has no '{key}' (keys: {', '.join(npz.files)})")
+            images = npz[key]
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputDataError(path, f"not a readable npz file (truncated or corrupt?): {exc}") from None
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or images.shape[0] == 0:
+        raise InputDataError(path, f"{key} must be a non-empty (n, H, W, 3) uint8 array, got "
+                                   f"{images.dtype} {images.shape}")
+    return images
+
+
+def resize_images(images: np.ndarray, size: int) -> torch.Tensor:
+    """(n, H, W, 3) uint8 -> (n, 3, size, size) uint8, antialiased bilinear (done once, not per step)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x.contiguous()
+    out = []
+    for start in range(0, x.shape[0], 64):
+        chunk = F.interpolate(x[start:start + 64].float(), size=(size, size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        out.append(chunk.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator, crop_p: float, crop_ratio: float) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> float in [-1, 1]; each image with probability crop_p is randomly cropped and resized."""
+    x = batch.float() / 127.5 - 1.0
+    size = x.shape[-1]
+    crop = max(1, int(round(crop_ratio * size)))
+    do_crop = torch.rand(x.shape[0], generator=generator) < crop_p
+    offsets = torch.randint(0, size - crop + 1, (x.shape[0], 2), generator=generator)
+    if crop >= size or not bool(do_crop.any()):
+        return x
+    out = x.clone()
+    for i in torch.nonzero(do_crop).flatten().tolist():
+        top, left = offsets[i].tolist()
+        patch = x[i:i + 1, :, top:top + crop, left:left + crop]
+        out[i] = F.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False)[0]
+    return out
+
+
+def to_hwc(images: torch.Tensor) -> np.ndarray:
+    return images.permute(0, 2, 3, 1).cpu().numpy()
+
+
+# -- labels -------------------------------------------------------------------------------------------
+def read_labels(path: str | Path, n_images: int, split: str = "train") -> tuple[np.ndarray, list[str]]:
+    """Class index per image, in the images npz's row order, and the class names.
+
+    Either `stimuli.npz` from `make-stimuli` (keys `{split}_labels`, `class_names`; its rows are in
+    imageID order, like images_256.npz), or a GOD label CSV (`imagenet_training_label.csv`: rows
+    `<wnid>.<index>,<file name>` in images_256.npz order): the class is the WordNet id, numbered in
+    sorted order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(path, "labels file not found")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as npz:
+            key = f"{split}_labels"
+            if key not in npz.files:
+                raise InputDataError(path, f"has no '{key}' (keys: {', '.join(npz.files)})")
+            labels = npz[key].astype(np.int64)
+            names = [str(n) for n in npz["class_names"]] if "class_names" in npz.files else []
+    else:
+        wnids = []
+        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            first = line.split(",")[0].strip()
+            try:
+                wnids.append(int(float(first)))
+            except ValueError:
+                raise InputDataError(path, f"line {line_no}: '{first}' is not a stimulus id") from None
+        classes = sorted(set(wnids))
+        lookup = {w: i for i, w in enumerate(classes)}
+        labels = np.array([lookup[w] for w in wnids], dtype=np.int64)
+        names = [f"n{w:08d}" for w in classes]
+    if labels.ndim != 1 or labels.shape[0] != n_images:
+        raise InputDataError(path, f"{labels.shape[0]} labels for {n_images} images: the files do not match")
+    if labels.min() < 0:
+        raise InputDataError(path, "negative class labels")
+    n_classes = max(int(labels.max()) + 1, len(names))
+    return labels, names or [str(i) for i in range(n_classes)]
+
+
+# -- (fMRI, image) pairs ------------------------------------------------------------------------------
+@dataclass
+class Pairs:
+    fmri: np.ndarray  # (n, num_voxels) float32, normalised and fitted to the model
+    images: torch.Tensor  # (n, 3, S, S) uint8, one per row of fmri
+    image_index: np.ndarray  # (n,) row of the split's image array
+    labels: np.ndarray | None  # (n,) class labels when the data carry them (GOD test: arr_4)
+    raw_voxels: int
+    norm_mean: float
+    norm_std: float
+
+    def images_hwc(self) -> np.ndarray:
+        return to_hwc(self.images)
+
+
+def load_pairs(npz: str | Path, images: str | Path | None, dataset: str, split: str, num_voxels: int,
+               image_size: int, roi: str | None = "VC") -> Pairs:
+    """One subject's fMRI rows (MinD-Vis conventions) with their images, fitted to the model's sizes."""
+    from mindvis.models.sc_mbm import fit_voxels
+
+    if dataset == "god":
+        from mindvis.data.god import GodFmriDataset
+
+        if images is None:
+            raise ConfigError("GOD needs --images (images_256.npz)")
+        ds = GodFmriDataset(npz, images_npz=images, split=split, roi=roi)
+        pictures = ds.images[ds.image_index]
+        subject = ds.subjects[0]
+        labels = subject.test_labels if split == "test" else None
+    elif dataset == "bold5000":
+        from mindvis.data.bold5000 import Bold5000FmriDataset
+
+        ds = Bold5000FmriDataset(npz, split=split, roi=roi, with_images=True)
+        pictures = np.stack([ds[i]["image"].numpy() for i in range(len(ds))])
+        labels = None
+    else:
+        raise ConfigError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.shape[0] != len(ds):
+            labels = None  # a label array that does not describe these rows is not used
+    raw = max(s.n_voxels for s in ds.subjects)
+    if ds.fmri.shape[1] > num_voxels:
+        log.warning("%s: %d voxels after padding but the encoder takes %d: the last %d are cut", npz,
+                    ds.fmri.shape[1], num_voxels, ds.fmri.shape[1] - num_voxels)
+    fmri = np.ascontiguousarray(fit_voxels(ds.fmri, num_voxels), dtype=np.float32)
+    norm = ds.norm if not isinstance(ds.norm, list) else ds.norm[0]
+    return Pairs(fmri=fmri, images=resize_images(pictures, image_size), image_index=np.asarray(ds.image_index),
+                 labels=labels, raw_voxels=int(raw), norm_mean=float(norm.mean), norm_std=float(norm.std))
+
+
+# -- the shared loop -------------------------------------------------------------------------------------
+class _StopFlag:
+    """Set by SIGTERM; checked after every step."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        log.warning("SIGTERM: saving a resumable checkpoint after the current step")
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclass
+class LoopHooks:
+    """What a stage plugs into the loop."""
+
+    step_loss: Callable[[torch.Tensor, torch.Generator, int], torch.Tensor]  # (items, generator, step) -> loss
+    epoch_end: Callable[[int], dict[str, float]] | None = None  # epoch (1-based) -> metrics (may update best)
+    grid: Callable[[int], np.ndarray | None] | None = None  # epoch -> uint8 picture to log
+    best_state: Callable[[], dict[str, Any]] | None = None  # state to keep in the resume file
+    load_best: Callable[[dict[str, Any]], None] | None = None
+
+
+def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path: str | Path,
+             fingerprint: dict[str, Any], hooks: LoopHooks, export: Callable[[list[dict]], None],
+             tracker=None, stop_after_steps: int | None = None, desc: str = "train") -> dict[str, Any]:
+    """Train the parameters of `model` that require grad; resumable; `export(history)` writes the output."""
+    device = next(model.parameters()).device
+    amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
+    out_path = Path(out_path)
+    resume_path = resume_path_for(out_path)
+    if cfg.batch_size < 1 or n_items // cfg.batch_size < 1:
+        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {n_items} training items: lower batch_size")
+    steps_per_epoch = n_items // cfg.batch_size
+    total_steps = cfg.epochs * steps_per_epoch
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ConfigError("nothing to train: the trainable set is empty")
+    params = [p for _, p in named]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    order_gen = torch.Generator()
+    fingerprint = dict(fingerprint, n_items=n_items, trainable=digest(np.array(sorted(n for n, _ in named))),
+                       precision=f"{amp_dtype}/{use_scaler}")
+
+    step, history = 0, []
+    resumed = load_resume_state(resume_path, fingerprint)
+    if resumed is not None:
+        model.load_state_dict(resumed["trainable"], strict=False)
+        optimizer.load_state_dict(resumed["optimizer"])
+        scaler.load_state_dict(resumed["scaler"])
+        restore_rng(resumed["rng"], order_gen)
+        step, history = int(resumed["step"]), list(resumed["history"])
+        if hooks.load_best is not None and resumed.get("best"):
+            hooks.load_best(resumed["best"])
+        log.info("resumed from %s at step %d/%d", resume_path, step, total_steps)
+
+    def save_state() -> None:
+        save_resume_state(resume_path, {
+            "fingerprint": fingerprint, "step": step, "history": history,
+            "trainable": {n: p.detach().cpu().clone() for n, p in named},
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": capture_rng(order_gen),
+            "best": hooks.best_state() if hooks.best_state is not None else {},
+        })
+
+    clip = cfg.clip_grad if cfg.clip_grad and cfg.clip_grad > 0 else math.inf
+    model.train()
+    t_start = time.perf_counter()
+    with _StopFlag() as stop:
+        for epoch in range(step // steps_per_epoch, cfg.epochs):
+            first = step - epoch * steps_per_epoch
+            order = epoch_order(cfg.seed, epoch, n_items, order_gen)
+            t0, seen, loss_sum, gnorm_sum, n_steps = time.perf_counter(), 0, 0.0, 0.0, 0
+            bar = tqdm(range(first, steps_per_epoch), disable=None, leave=False,
+                       desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}")
+            for i in bar:
+                idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+                gen = step_generator(cfg.seed, step)
+                ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+                with ctx:
+                    loss = hooks.step_loss(idx, gen, step)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                seen += len(idx)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise MindVisError(f"{desc}: loss became non-finite at step {step}; lower lr or use fp32")
+                loss_sum += value
+                gnorm_sum += float(gnorm)
+                n_steps += 1
+                bar.set_postfix(loss=f"{value:.4f}")
+                if stop_after_steps is not None and step >= stop_after_steps:
+                    bar.close()
+                    return {"stopped_at_step": step}
+                if cfg.checkpoint_every_steps > 0 and step % cfg.checkpoint_every_steps == 0 and step < total_steps:
+                    save_state()
+                if stop.raised:
+                    bar.close()
+                    save_state()
+                    raise TrainingInterrupted(step, resume_path)
+            bar.close()
+            elapsed = time.perf_counter() - t0
+            metrics = {"loss": loss_sum / max(n_steps, 1), "grad_norm": gnorm_sum / max(n_steps, 1),
+                       "samples_per_s": seen / elapsed if elapsed > 0 else float("nan")}
+            if hooks.epoch_end is not None:
+                metrics.update(hooks.epoch_end(epoch + 1))
+            history.append({"epoch": epoch + 1, **metrics})
+            log.info("%s epoch %d/%d: %s", desc, epoch + 1, cfg.epochs,
+                     ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            if tracker is not None:
+                tracker.log_metrics(metrics, step=epoch + 1)
+            last = epoch + 1 == cfg.epochs
+            if hooks.grid is not None and tracker is not None and (
+                    last or (cfg.grid_every_epochs > 0 and (epoch + 1) % cfg.grid_every_epochs == 0)):
+                picture = hooks.grid(epoch + 1)
+                if picture is not None:
+                    tracker.log_image(picture, f"{desc}_epoch{epoch + 1:04d}.png")
+            if not last:
+                save_state()  # epoch ends are natural resume points (selection state included)
+
+    save_state()  # a crash while exporting still resumes at the end
+    export(history)
+    if not cfg.keep_resume:
+        resume_path.unlink(missing_ok=True)
+    return {"steps": step, "steps_per_epoch": steps_per_epoch, "epochs": cfg.epochs, "resumed": resumed is not None,
+            "seconds": time.perf_counter() - t_start, "device": str(device),
+            "precision": "fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
+            "final_loss": history[-1]["loss"] if history else None, "history": history}
+
+
+# -- stage: VQ autoencoder ---------------------------------------------------------------------------------
+def _psnr(vq, images: torch.Tensor, device) -> float:
+    vq.eval()
+    errs = []
+    with torch.no_grad():
+        for start in range(0, images.shape[0], 32):
+            x = images[start:start + 32].to(device).float() / 127.5 - 1.0
+            rec = vq(x).sample.clamp(-1, 1)
+            errs.append(((rec - x) ** 2).mean(dim=(1, 2, 3)).cpu())
+    vq.train()
+    mse = torch.cat(errs) / 4.0  # [-1, 1] -> [0, 1] scale
+    return float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean())
+
+
+def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Path, tracker=None,
+                      eval_images: np.ndarray | None = None, stop_after_steps: int | None = None,
+                      info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train the VQ first stage on uint8 (n, H, W, 3) images; write `out` in CompVis VQ layout."""
+    set_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    spec: VqSpec = resolve_ldm_spec(cfg.model).vq
+    data = resize_images(images, spec.resolution)
+    held = resize_images(eval_images, spec.resolution) if eval_images is not None else None
+    seed_everything(cfg.seed)
+    vq = build_vq(spec).to(device)
+    total_steps = cfg.epochs * max(data.shape[0] // max(cfg.batch_size, 1), 1)
+    restart_until = int(cfg.restart_until * total_steps)
+    counters = {"restarted": 0}
+
+    def step_loss(idx, gen, step):
+        x = augment(data[idx], gen, cfg.crop_p, cfg.crop_ratio).to(device)
+        h = vq.encode(x).latents
+        if cfg.restart_every_steps > 0 and step % cfg.restart_every_steps == 0 and step < restart_until:
+            counters["restarted"] += restart_dead_codes(vq, h, gen)
+        rec = vq.decode(h)
+        return (rec.sample - x).abs().mean() + rec.commit_loss.mean()
+
+    def epoch_end(epoch):
+        with torch.no_grad():
+            sample = data[: min(64, data.shape[0])].to(device).float() / 127.5 - 1.0
+            usage = codebook_usage(vq, vq.encode(sample).latents)
+        metrics = {"train_psnr": _psnr(vq, data, device), **usage}
+        if held is not None:
+            metrics["test_psnr_report_only"] = _psnr(vq, held, device)
+        return metrics
+
+    def grid(epoch):
+        from mindvis.generation import tile
+
+        x = data[:8].to(device)
+        with torch.no_grad():
+            rec = vq(x.float() / 127.5 - 1.0).sample
+        rec_u8 = ((rec.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return tile([list(to_hwc(x)), list(to_hwc(rec_u8))])
+
+    summary: dict[str, Any] = {}
+
+    def export(history):
+        mindvis = {"format": "mindvis.vq/1", "vq": spec_to_dict(spec), "epochs": cfg.epochs, "seed": cfg.seed,
+                   "final": history[-1] if history else {}, **(info or {})}
+        save_compvis_checkpoint(out, vq_to_compvis(vq.state_dict(), spec), mindvis)
+
+    fingerprint = {"stage": "autoencoder", "data": digest(data), "spec": str(spec_to_dict(spec)),
+                   **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad", "crop_p",
+                                                   "crop_ratio", "seed", "restart_every_steps", "restart_until")}}
+
+    result = run_loop(vq, int(data.shape[0]), cfg, out, fingerprint, LoopHooks(step_loss, epoch_end, grid), export,
+                      tracker=tracker, stop_after_steps=stop_after_steps, desc="autoencoder")
+    summary.update(result)
+    summary.update({"n_images": int(data.shape[0]), "image_size": spec.resolution, "latent_size": spec.latent_size,
+                    "codes_restarted": counters["restarted"], "vq": spec_to_dict(spec)})
+    final = summary["history"][-1] if summary.get("history") else {}
+    summary.update({k: final.get(k) for k in ("train_psnr", "test_psnr_report_only", "codes_used", "perplexity")})
+    return summary
+
+
+# -- stage: class-conditional prior ----------------------------------------------------------------------------
+def spec_with_vq(model_cfg: LdmModelConfig, vq: VqSpec) -> LdmSpec:
+    """The config's UNet sizes around a given VQ (the latent size and channels follow the VQ)."""
+    base = resolve_ldm_spec(replace(model_cfg, image_size=vq.resolution))
+    unet = replace(base.unet, sample_size=vq.latent_size, in_channels=vq.embed_dim, out_channels=vq.embed_dim)
+    return LdmSpec(unet=unet, vq=vq, schedule=base.schedule, context_len=base.context_len).validate()
+
+
+def train_label2img(images: np.ndarray, labels: np.ndarray, autoencoder: str | Path, cfg: Label2ImgConfig,
+                    out: str | Path, tracker=None, class_names: list[str] | None = None,
+                    stop_after_steps: int | None = None, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train the class-conditional LDM (frozen VQ); write `out` as a CompVis label2img checkpoint."""
+    set_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    vq_spec, vq_state, vq_report, _ = read_vq_checkpoint(autoencoder)
+    spec = spec_with_vq(cfg.model, vq_spec)
+    n_classes = int(max(int(labels.max()) + 1, len(class_names or [])))
+    seed_everything(cfg.seed)
+    model = build_label_ldm(spec, n_classes)
+    model.vq.load_state_dict(vq_from_compvis(vq_state, model.vq.state_dict(), vq_spec, path=autoencoder))
+    model.set_trainable(PRIOR_TRAINABLE)
+    model.to(device)
+    data = resize_images(images, spec.vq.resolution)
+    y = torch.as_tensor(labels, dtype=torch.long)
+
+    def step_loss(idx, gen, step):
+        x = augment(data[idx], gen, cfg.crop_p, cfg.crop_ratio).to(device)
+        return model.diffusion_loss(x, y[idx].to(device), gen, cfg.cond_drop_prob)
+
+    def grid(epoch):
+        from mindvis.generation import tile
+
+        shown = torch.arange(min(n_classes, 16))
+        samples, _ = sample_images(model, shown, cfg.grid_sampler, device=device)
+        model.train()
+        return tile([list(samples[:, k]) for k in range(samples.shape[1])])
+
+    def export(history):
+        mindvis = {"format": "mindvis.label2img/1", "spec": spec_to_dict(spec), "n_classes": n_classes,
+                   "class_names": list(class_names or []), "epochs": cfg.epochs, "seed": cfg.seed,
+                   "autoencoder": str(autoencoder), "final": history[-1] if history else {}, **(info or {})}
+        save_compvis_checkpoint(out, export_compvis_state(model), mindvis)
+
+    fingerprint = {"stage": "label2img", "data": digest(data, y), "spec": str(spec_to_dict(spec)),
+                   "autoencoder": file_identity(autoencoder), "n_classes": n_classes,
+                   **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad",
+                                                   "crop_p", "crop_ratio", "seed", "cond_drop_prob")}}
+    result = run_loop(model, int(data.shape[0]), cfg, out, fingerprint, LoopHooks(step_loss, grid=grid), export,
+                      tracker=tracker, stop_after_steps=stop_after_steps, desc="label2img")
+    result.update({"n_images": int(data.shape[0]), "n_classes": n_classes, "spec": spec_to_dict(spec),
+                   "trainable_parameters": sum(p.numel() for _, p in model.trainable_named_parameters()),
+                   "autoencoder_dropped": vq_report.reasons()})
+    return result
+
+
+# -- stage B: DC-LDM fine-tuning ----------------------------------------------------------------------------------
+@dataclass
+class StageBModel:
+    model: DcLdm
+    report: ImportReport
+    trainable_counts: dict[str, int]
+
+
+def build_stage_b(prior: str | Path, encoder: str | Path, cfg: FinetuneLdmConfig,
+                  autoencoder: str | Path | None = None) -> StageBModel:
+    """The prior's UNet and VQ + the stage A encoder and fresh mappers / time branch (class embedder dropped)."""
+    from mindvis.checkpoints.mindvis_encoder import load_mbm_checkpoint
+
+    loaded = read_compvis_ldm(prior, keep_class_embedder=False)
+    spec = loaded.spec
+    vq_state = loaded.vq
+    if autoencoder is not None:
+        vq_spec, vq_state, _, _ = read_vq_checkpoint(autoencoder)
+        if vq_spec != spec.vq:
+            raise InputDataError(autoencoder, f"this VQ {spec_to_dict(vq_spec)} differs from the prior's "
+                                              f"{spec_to_dict(spec.vq)}")
+    enc = load_mbm_checkpoint(encoder, with_decoder=False)
+    seed_everything(cfg.seed)  # mappers and the time branch start from seeded random weights
+    conditioner = FmriConditioner(enc.model, spec.context_len, spec.unet.context_dim, spec.unet.time_embed_dim,
+                                  use_time_cond=cfg.use_time_cond)
+    model = DcLdm(spec, conditioner)
+    model.unet.load_state_dict(unet_from_compvis(loaded.unet, model.unet.state_dict(), spec.unet, path=prior))
+    model.vq.load_state_dict(vq_from_compvis(vq_state, model.vq.state_dict(), spec.vq, path=autoencoder or prior))
+    counts = model.set_trainable(cfg.trainable)
+    log.info("stage B from %s + %s: trainable %s; prior keys dropped: %s", prior, encoder, counts,
+             loaded.report.reasons())
+    return StageBModel(model=model, report=loaded.report, trainable_counts=counts)
+
+
+def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path, prior: str | Path,
+                 out: str | Path, cfg: FinetuneLdmConfig, dataset: str = "god", autoencoder: str | Path | None = None,
+                 tracker=None, stop_after_steps: int | None = None) -> dict[str, Any]:
+    """Stage B on one subject: write `out` (MinD-Vis finetuned.pth layout) and return a summary."""
+    from mindvis.generation import pairwise_identification, sample_grid
+
+    if cfg.protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {cfg.protocol!r}")
+    set_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    built = build_stage_b(prior, encoder, cfg, autoencoder)
+    model = built.model.to(device)
+    spec = model.spec
+    num_voxels = model.conditioner.num_voxels
+    train = load_pairs(npz, images, dataset, "train", num_voxels, spec.vq.resolution, cfg.roi)
+    exposed = cfg.protocol == "reference"
+    if exposed:
+        fit_rows = np.arange(train.fmri.shape[0])
+        sel = load_pairs(npz, images, dataset, "test", num_voxels, spec.vq.resolution, cfg.roi)
+        sel_fmri, sel_images = sel.fmri, sel.images
+    else:
+        fit_rows, held = split_holdout(train.fmri.shape[0], cfg.val_fraction if cfg.select_every_epochs else 0.0,
+                                       cfg.seed)
+        sel_fmri, sel_images = train.fmri[held], train.images[held]
+    fmri = torch.from_numpy(train.fmri[fit_rows])[:, None, :]
+    pictures = train.images[fit_rows]
+    selecting = cfg.select_every_epochs > 0 and sel_fmri.shape[0] >= 2
+    sel_gt = to_hwc(sel_images)
+    best: dict[str, Any] = {}
+    trainable_names = [n for n, _ in model.trainable_named_parameters()]
+
+    def step_loss(idx, gen, step):
+        x = augment(pictures[idx], gen, cfg.crop_p, cfg.crop_ratio).to(device)
+        return model.diffusion_loss(x, fmri[idx].to(device), gen, cfg.cond_drop_prob)
+
+    def score(epoch) -> tuple[float, np.ndarray]:
+        samples, _ = sample_images(model, torch.from_numpy(sel_fmri)[:, None, :], cfg.select_sampler,
+                                   device=device)
+        model.train()
+        return pairwise_identification(samples, sel_gt), samples
+
+    last_samples: dict[str, np.ndarray] = {}
+
+    def epoch_end(epoch):
+        if not selecting or (epoch % cfg.select_every_epochs and epoch != cfg.epochs):
+            return {}
+        value, samples = score(epoch)
+        last_samples["x"] = samples
+        if not best or value > best["score"]:
+            best.update(epoch=epoch, score=value, state={n: p.detach().cpu().clone()
+                                                         for n, p in model.named_parameters() if n in trainable_names})
+        name = "test_pixel_identification" if exposed else "val_pixel_identification"
+        return {name: value, "best_epoch": float(best["epoch"])}
+
+    def grid(epoch):
+        if "x" not in last_samples:
+            return None
+        return sample_grid(sel_gt, last_samples["x"], max_rows=8)
+
+    def load_best(state):
+        best.clear()
+        best.update(state)
+
+    def export(history):
+        if best:
+            model.load_state_dict(best["state"], strict=False)
+            log.info("selected epoch %d (score %.4f, %s)", best["epoch"], best["score"],
+                     "TEST set" if exposed else "held-out training pairs")
+        extra = {"stage": "B", "protocol": cfg.protocol, "test_set_exposed": exposed,
+                 "selected_epoch": best.get("epoch", cfg.epochs), "selection_score": best.get("score"),
+                 "trainable": list(cfg.trainable), "dataset": dataset, "npz": str(npz), "prior": str(prior),
+                 "encoder": str(encoder), "norm_mean": train.norm_mean, "norm_std": train.norm_std,
+                 "raw_voxels": train.raw_voxels, "roi": cfg.roi}
+        config = finetuned_config(model, extra, lr=cfg.lr, num_epoch=cfg.epochs, batch_size=cfg.batch_size,
+                                  crop_ratio=1.0 - cfg.crop_ratio, clip_grad=cfg.clip_grad, seed=cfg.seed,
+                                  num_samples=cfg.select_sampler.n_samples, ddim_steps=cfg.select_sampler.steps,
+                                  dataset="GOD" if dataset == "god" else "BOLD5000")
+        save_finetuned(out, model, config)
+
+    if tracker is not None:
+        tracker.set_tags({"test_set_exposed": str(exposed).lower(), "protocol": cfg.protocol})
+    fingerprint = {"stage": "finetune_ldm", "data": digest(fmri, pictures), "selection": digest(sel_fmri),
+                   "prior": file_identity(prior), "encoder": file_identity(encoder),
+                   "autoencoder": file_identity(autoencoder), "trainable_groups": ",".join(cfg.trainable),
+                   "use_time_cond": cfg.use_time_cond, "protocol": cfg.protocol,
+                   **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad", "crop_p",
+                                                   "crop_ratio", "seed", "cond_drop_prob", "select_every_epochs",
+                                                   "val_fraction")},
+                   "select_sampler": str(cfg.select_sampler)}
+    hooks = LoopHooks(step_loss, epoch_end, grid, best_state=lambda: dict(best), load_best=load_best)
+    result = run_loop(model, int(fmri.shape[0]), cfg, out, fingerprint, hooks, export, tracker=tracker,
+                      stop_after_steps=stop_after_steps, desc="stage B")
+    result.update({"n_train_pairs": int(fmri.shape[0]), "n_selection_pairs": int(sel_fmri.shape[0]),
+                   "protocol": cfg.protocol, "test_set_exposed": exposed, "selected_epoch": best.get("epoch"),
+                   "selection_score": best.get("score"), "trainable_parameters": built.trainable_counts,
+                   "prior_dropped": built.report.reasons(), "num_voxels": num_voxels, "raw_voxels": train.raw_voxels,
+                   "n_tokens": model.conditioner.encoder.n_tokens})
+    return result
+
