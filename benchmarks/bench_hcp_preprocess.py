@@ -181,7 +181,8 @@ def child(case: str, sub: Path, path: Path, out: Path) -> dict:
         extra["shape"] = list(arr.shape)
     elif case == "volume_ours":
         cfg = HcpPreprocessConfig(
-            runs=[RUN], input="volume", volume_template=str(path), roi_label_table="MNINonLinear/ROIs/HCP-MMP1_visual.txt"
+            runs=[RUN], input="volume", volume_template=str(path),
+            roi_label_table="MNINonLinear/ROIs/HCP-MMP1_visual.txt",
         )
         s = preprocess_hcp_subject(sub, out, cfg)
         extra["voxels"] = s["voxels_total"]
@@ -277,7 +278,8 @@ def main() -> None:
         if cifti_path is None:
             t = time.perf_counter()
             cifti_path = build_cifti(sub, frames, rng)
-            print(f"  wrote {cifti_path.name}: {cifti_path.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t:.0f} s")
+            size_gb = cifti_path.stat().st_size / 1e9
+            print(f"  wrote {cifti_path.name}: {size_gb:.2f} GB in {time.perf_counter() - t:.0f} s")
             volumes = build_volume(sub, frames, suffixes, rng)
         else:
             print("  reusing the files in --workdir")

@@ -8,9 +8,11 @@ q @ k^T, softmax, @ v), fp32, no autocast, reading the SAME parameter tensors
 
 Per preset and device it prints samples/s, peak memory, the ratio ours /
 baseline, and achieved FLOP/s (torch's FlopCounterMode count of one step)
-against a matmul peak measured in the same run. CPU memory is the peak RSS
-of a fresh child process per measurement (VmHWM, reset just before the
-first step) minus its RSS at that point (model and inputs already allocated). CUDA parts are skipped when there is no GPU.
+against a matmul peak measured in the same run. Speed: ours and the baseline
+alternate step by step in one process on the same weights and inputs, and
+the median step time is reported, so machine load hits both alike. Memory:
+the peak of one step over what model and inputs already hold; on CPU the
+peak RSS (VmHWM, reset first) of a fresh process per implementation. CUDA parts are skipped when there is no GPU.
 
     python benchmarks/bench_sc_mbm.py                      # tiny + paper, CPU (+ CUDA if present)
     python benchmarks/bench_sc_mbm.py --presets tiny --steps 20
@@ -22,6 +24,7 @@ import argparse
 from contextlib import nullcontext
 import json
 import math
+import statistics
 import multiprocessing as mp
 import time
 
@@ -87,61 +90,82 @@ def _reset_peak_rss() -> float:
     return _status_mb("VmRSS")
 
 
-def _step_fn(model, impl, device, x, noise):
-    if impl == "ours":
-        amp = device.type == "cuda"
-
-        def step():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = model(x, 0.75, noise)[0]
-            loss.backward()
-            return loss
-    else:
-        def step():
-            loss = plain_forward(model, x, 0.75, noise)
-            loss.backward()
-            return loss
-    return step
-
-
-def measure(preset: str, impl: str, device_name: str, batch: int, steps: int, tokens: int, warmup: int) -> dict:
+def _setup(preset: str, device: torch.device, batch: int, tokens: int):
     torch.manual_seed(0)
-    device = torch.device(device_name)
     model = ScMbm(PRESETS[preset], tokens).to(device)
     x = torch.randn(batch, 1, model.num_voxels, device=device)
     noise = torch.rand(batch, tokens, device=device)
+    return model, x, noise
+
+
+def _step_fn(model, impl, device, x, noise):
+    """One forward+backward of `impl` ("ours" or "baseline"); gradients are dropped afterwards."""
+    if impl == "ours":
+        amp = device.type == "cuda"
+        # on CUDA, ours must run a fused kernel (flash, else memory-efficient): never the math fallback
+        kernels = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION] if amp else None
+
+        def step():
+            with sdpa_kernel(kernels) if kernels else nullcontext():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss = model(x, 0.75, noise)[0]
+                loss.backward()
+            model.zero_grad(set_to_none=True)
+    else:
+        def step():
+            plain_forward(model, x, 0.75, noise).backward()
+            model.zero_grad(set_to_none=True)
+    return step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_interleaved(preset: str, device_name: str, batch: int, steps: int, tokens: int, warmup: int) -> dict:
+    """Median seconds per step of ours and of the baseline, alternating step by step on the same
+    weights and inputs, so both see the same machine load (the CPU here is shared)."""
+    device = torch.device(device_name)
+    model, x, noise = _setup(preset, device, batch, tokens)
+    fns = {impl: _step_fn(model, impl, device, x, noise) for impl in ("ours", "baseline")}
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {"ours": [], "baseline": []}
+    for i in range(steps):
+        for impl in (("ours", "baseline") if i % 2 == 0 else ("baseline", "ours")):
+            _sync(device)
+            t0 = time.perf_counter()
+            fns[impl]()
+            _sync(device)
+            times[impl].append(time.perf_counter() - t0)
+    flops = count_flops(model, x, noise)
+    out = {}
+    for impl, ts in times.items():
+        med = statistics.median(ts)
+        out[impl] = {"preset": preset, "impl": impl, "device": device_name, "batch": batch, "steps": steps,
+                     "tokens": tokens, "s_per_step": med, "s_per_step_min": min(ts), "samples_per_s": batch / med,
+                     "flops_per_step": flops, "tflops": flops / med / 1e12}
+    return out
+
+
+def peak_memory(preset: str, impl: str, device_name: str, batch: int, tokens: int) -> dict:
+    """Peak memory of one forward+backward over what the model and inputs already hold."""
+    device = torch.device(device_name)
+    model, x, noise = _setup(preset, device, batch, tokens)
     step = _step_fn(model, impl, device, x, noise)
-    # on CUDA, ours must run a fused kernel (flash, else memory-efficient): never the math fallback
-    ctx = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]) \
-        if device.type == "cuda" and impl == "ours" else nullcontext()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
     else:
-        base = _reset_peak_rss()  # model and inputs are in; activations and gradients are not
-    with ctx:
-        for _ in range(warmup):
-            step()
-            model.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-            model.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - t0
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = _status_mb("VmHWM")
-    flops = count_flops(model, x, noise)  # the network's FLOPs, counted on the plain ops for both
-    return {"preset": preset, "impl": impl, "device": device_name, "batch": batch, "steps": steps,
-            "tokens": tokens, "samples_per_s": batch * steps / elapsed, "s_per_step": elapsed / steps,
-            "peak_mem_mb": peak, "mem_before_mb": base, "peak_extra_mb": peak - base,
-            "tflops": flops * steps / elapsed / 1e12, "flops_per_step": flops}
+        base = _reset_peak_rss()
+    step()
+    step()
+    _sync(device)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _status_mb("VmHWM")
+    return {"peak_mem_mb": peak, "mem_before_mb": base, "peak_extra_mb": peak - base}
 
 
 def count_flops(model: ScMbm, x: torch.Tensor, noise: torch.Tensor) -> int:
@@ -158,11 +182,11 @@ def count_flops(model: ScMbm, x: torch.Tensor, noise: torch.Tensor) -> int:
 
 def _child(queue, kwargs):
     torch.set_num_threads(kwargs.pop("threads"))
-    queue.put(measure(**kwargs))
+    queue.put(peak_memory(**kwargs))
 
 
-def measure_isolated(threads: int, **kwargs) -> dict:
-    """One measurement in a fresh process, so peak RSS belongs to it alone."""
+def peak_memory_isolated(threads: int, **kwargs) -> dict:
+    """CPU: peak RSS must belong to one implementation alone, so each runs in a fresh process."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(queue, dict(kwargs, threads=threads)))
@@ -206,7 +230,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=291, help="tokens N (291 = 4656 voxels, MinD-Vis HCP)")
     parser.add_argument("--cpu-batch", type=json.loads, default={"tiny": 32, "paper": 2},
                         help='JSON per preset, e.g. \'{"tiny": 32, "paper": 2}\'')
-    parser.add_argument("--cpu-steps", type=json.loads, default={"tiny": 10, "paper": 2})
+    parser.add_argument("--tiny-tokens", type=int, default=64, help="tokens N for the tiny preset")
+    parser.add_argument("--cpu-steps", type=json.loads, default={"tiny": 20, "paper": 2})
     parser.add_argument("--cuda-batch", type=json.loads, default={"tiny": 256, "paper": 100})
     parser.add_argument("--cuda-steps", type=json.loads, default={"tiny": 50, "paper": 20})
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
@@ -227,26 +252,25 @@ def main() -> None:
         else:
             peak = matmul_peak_tflops(torch.device("cuda"), torch.bfloat16, 8192, 50)
             peak32 = matmul_peak_tflops(torch.device("cuda"), torch.float32, 8192, 10)
-            peak_label = f"bf16 matmul peak {peak:.0f} TFLOP/s, fp32 {peak32:.1f} TFLOP/s ({torch.cuda.get_device_name()})"
+            peak_label = (f"bf16 matmul peak {peak:.0f} TFLOP/s, fp32 {peak32:.1f} TFLOP/s "
+                          f"({torch.cuda.get_device_name()})")
         print(f"\n== {device}: {peak_label}")
         for preset in args.presets:
-            diff = check_same_loss(preset, args.tokens if preset == "paper" else 64, device)
+            tokens = args.tokens if preset == "paper" else args.tiny_tokens
+            diff = check_same_loss(preset, tokens, device)
             batch = (args.cpu_batch if device == "cpu" else args.cuda_batch)[preset]
             steps = (args.cpu_steps if device == "cpu" else args.cuda_steps)[preset]
-            tokens = args.tokens if preset == "paper" else 64
-            row = {}
-            for impl in ("ours", "baseline"):
-                kw = dict(preset=preset, impl=impl, device_name=device, batch=batch, steps=steps, tokens=tokens,
-                          warmup=1 if preset == "paper" and device == "cpu" else 3)
-                r = measure_isolated(args.threads, **kw) if device == "cpu" else measure(**kw)
-                ref_peak = peak if (impl == "ours" or device == "cpu") else peak32
-                r["fraction_of_matmul_peak"] = r["tflops"] / ref_peak
-                row[impl] = r
+            torch.set_num_threads(args.threads)
+            row = time_interleaved(preset, device, batch, steps, tokens, warmup=1 if device == "cpu" else 3)
+            for impl, r in row.items():
+                kw = dict(preset=preset, impl=impl, device_name=device, batch=batch, tokens=tokens)
+                r.update(peak_memory_isolated(args.threads, **kw) if device == "cpu" else peak_memory(**kw))
+                r["fraction_of_matmul_peak"] = r["tflops"] / (peak if (impl == "ours" or device == "cpu") else peak32)
                 results.append(r)
                 mem = "peak RSS" if device == "cpu" else "peak alloc"
-                print(f"{preset:5s} {impl:8s} batch {batch:4d} x {steps:3d} steps, N={tokens}: "
+                print(f"{preset:5s} {impl:8s} batch {batch:4d}, N={tokens}, median of {steps} steps: "
                       f"{r['samples_per_s']:9.1f} samples/s, {r['s_per_step'] * 1e3:8.1f} ms/step, "
-                      f"{mem} {r['peak_mem_mb']:8.0f} MB (+{r['peak_extra_mb']:.0f} MB during steps), "
+                      f"{mem} {r['peak_mem_mb']:8.0f} MB (+{r['peak_extra_mb']:.0f} MB for the step), "
                       f"{r['tflops'] * 1e3:8.1f} GFLOP/s = {100 * r['fraction_of_matmul_peak']:.0f}% of matmul peak")
             ratio = row["ours"]["samples_per_s"] / row["baseline"]["samples_per_s"]
             mem_ratio = row["ours"]["peak_extra_mb"] / max(row["baseline"]["peak_extra_mb"], 1e-9)

@@ -188,7 +188,8 @@ def test_axis_without_a_visual_area_is_rejected(tmp_path, atlas):
     with pytest.raises(InputDataError, match=r"rfMRI_REST1_LR_Atlas.*does not cover V4"):
         preprocess_hcp_subject(sub, tmp_path / "o.npz", HcpPreprocessConfig(runs=["rfMRI_REST1_LR"]))
     # asking only for the areas it has works
-    summary = preprocess_hcp_subject(sub, tmp_path / "o.npz", HcpPreprocessConfig(runs=["rfMRI_REST1_LR"], areas=["V1", "V2"]))
+    cfg = HcpPreprocessConfig(runs=["rfMRI_REST1_LR"], areas=["V1", "V2"])
+    summary = preprocess_hcp_subject(sub, tmp_path / "o.npz", cfg)
     assert summary["voxels"] == {"V1": 1618, "V2": 1220}
 
 
@@ -214,3 +215,18 @@ def test_cli_ok_and_bad_input(tmp_path, atlas, capsys):
     err = capsys.readouterr().err
     assert "rfMRI_REST1_RL_Atlas_MSMAll_hp2000_clean.dtseries.nii: file not found" in err
     assert "Traceback" not in err
+
+
+def test_config_errors_are_reported(tmp_path, atlas, capsys):
+    write_run(run_path(tmp_path, "rfMRI_REST1_LR"), visual_vertices(atlas, extra=0), 6)
+    args = ["preprocess-hcp", "--subject-dir", str(tmp_path), "--out", str(tmp_path / "o.npz"), "--no-tracking",
+            "--set", "runs=[rfMRI_REST1_LR]"]
+    assert main([*args, "--set", "input=nifti"]) == 2
+    assert "input must be one of ('cifti', 'volume')" in capsys.readouterr().err
+    assert main([*args, "--set", "areas=[V1,V1]"]) == 2
+    assert "without repeats" in capsys.readouterr().err
+    assert main([*args, "--set", "no_such_key=1"]) == 2  # unknown keys are errors, not ignored
+    assert "no_such_key" in capsys.readouterr().err
+    assert main([*args, "--set", "areas=[V1,V99]"]) == 2
+    assert "no area named 'V99'" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()

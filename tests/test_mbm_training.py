@@ -26,7 +26,8 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def structured_rows(n: int, v: int, rank: int = 6, noise: float = 0.3, seed: int = 0, smooth: float = 3.0) -> np.ndarray:
+def structured_rows(n: int, v: int, rank: int = 6, noise: float = 0.3, seed: int = 0,
+                    smooth: float = 3.0) -> np.ndarray:
     """Low-rank data with spatially smooth loadings: masked voxels are predictable from visible ones."""
     from scipy.ndimage import gaussian_filter1d
 

@@ -56,7 +56,9 @@ def load_hcp_voxels(path: str | os.PathLike, areas: Sequence[str] = HCP_AREAS) -
         raise InputDataError(p, f"not a readable npz ({type(exc).__name__}: {exc})") from None
     for area, part in zip(areas, parts):
         if part.ndim != 2 or part.shape[0] != parts[0].shape[0]:
-            raise InputDataError(p, f"{area} has shape {part.shape}; expected (frames, voxels) with the frames of {areas[0]}")
+            raise InputDataError(
+                p, f"{area} has shape {part.shape}; expected (frames, voxels) with the frames of {areas[0]}"
+            )
     voxels = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
     frames = voxels.shape[0]
     if run_lengths is None:

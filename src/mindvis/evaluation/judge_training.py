@@ -8,8 +8,9 @@ held-out test images (the ones the decoder reconstructs), which it never sees.
 With 8 training images per class, augmentation carries the training: random
 affine jitter (rotation, scale, shift; the border colour fills in), random
 colours (channel permutation, inversion, per-channel gain and offset, gray),
-blur and pixel noise, so that the judge classifies digit SHAPE regardless of
-the random colours, and stays usable on blurry reconstructions.
+blur and pixel noise, so that the judge classifies digit SHAPE and stays
+usable on blurry reconstructions. (The judge's "ink map" input already
+removes most colour variation; the colour jitter covers the rest.)
 """
 
 from __future__ import annotations

@@ -140,10 +140,12 @@ class Judge:
     feature_dim: int
     model: nn.Module
 
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:  # x: (n, 3, H, W) uint8
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (n, 3, H, W) -> the network's input, exactly as its weights expect."""
         raise NotImplementedError
 
-    def _features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Preprocessed input -> (penultimate features, logits)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -152,26 +154,39 @@ class Judge:
         self.model.eval()
         probs, feats = [], []
         for start in range(0, len(images), batch_size):
-            x = self.preprocess(nhwc_to_tensor(images[start : start + batch_size]))
-            f, logits = self._features_and_logits(x)
-            probs.append(torch.softmax(logits.double(), dim=1).numpy())
-            feats.append(f.double().numpy())
+            x = self.preprocess(nhwc_to_tensor(images[start : start + batch_size]).to(self.device))
+            f, logits = self.features_and_logits(x)
+            probs.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
+            feats.append(f.double().cpu().numpy())
         if not probs:
             return np.zeros((0, self.n_classes)), np.zeros((0, self.feature_dim))
         return np.concatenate(probs), np.concatenate(feats)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> Judge:
+        self.model.to(device)
+        return self
 
     def describe(self) -> dict:
         return {"name": self.name, "n_classes": self.n_classes, "feature_dim": self.feature_dim}
 
 
 class SmallCNN(nn.Module):
-    """The demo judge: three conv blocks, global average pool (the penultimate features), linear head.
+    """The demo judge: an "ink map" input, three conv blocks, global average pool (the
+    penultimate features), a linear head.
 
-    Each image is standardised per channel first, so the network sees shape
-    rather than the random fore/background colours of the embedded stimuli.
+    The ink map makes the judge see SHAPE, not the random colours of the embedded
+    stimuli (each digit is a blend of a random foreground and background colour):
+    per image, the pixels are projected on their first principal colour axis,
+    standardised, and signed so that the border (the background) is negative.
+    Any two-colour rendering of a digit then gives the same map; on natural
+    images (a `folder` stimulus set) it is the dominant colour-contrast image.
     """
 
-    def __init__(self, n_classes: int, width: int = 32, dropout: float = 0.2):
+    def __init__(self, n_classes: int, width: int = 16, dropout: float = 0.2):
         super().__init__()
 
         def block(c_in: int, c_out: int) -> nn.Sequential:
@@ -185,19 +200,27 @@ class SmallCNN(nn.Module):
                 nn.MaxPool2d(2),
             )
 
-        self.blocks = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 4 * width))
+        self.blocks = nn.Sequential(block(1, width), block(width, 2 * width), block(2 * width, 4 * width))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(4 * width, n_classes)
         self.feature_dim = 4 * width
 
     @staticmethod
-    def standardise(x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=(2, 3), keepdim=True)
-        std = x.flatten(1).std(dim=1).view(-1, 1, 1, 1)
-        return (x - mean) / (std + 1e-3)
+    def ink_map(x: torch.Tensor) -> torch.Tensor:
+        """(n, 3, H, W) in [0, 1] -> (n, 1, H, W): first principal colour component, unit std, border < 0."""
+        n, c, h, w = x.shape
+        flat = x.reshape(n, c, h * w)
+        flat = flat - flat.mean(dim=2, keepdim=True)
+        cov = flat @ flat.transpose(1, 2) / (h * w)  # (n, 3, 3)
+        axis = torch.linalg.eigh(cov + 1e-8 * torch.eye(c, dtype=x.dtype))[1][:, :, -1]  # largest eigenvalue
+        proj = (axis[:, :, None] * flat).sum(dim=1).reshape(n, 1, h, w)
+        proj = proj / (proj.flatten(1).std(dim=1).view(n, 1, 1, 1) + 1e-3)
+        border = torch.cat([proj[..., 0, :], proj[..., -1, :], proj[..., :, 0], proj[..., :, -1]], dim=-1).mean(-1)
+        sign = torch.where(border > 0, -1.0, 1.0).to(x.dtype).view(n, 1, 1, 1)
+        return proj * sign
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.standardise(x)).mean(dim=(2, 3))
+        return self.blocks(self.ink_map(x)).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))
@@ -222,7 +245,7 @@ class SmallCNNJudge(Judge):
             x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
         return x
 
-    def _features_and_logits(self, x):
+    def features_and_logits(self, x):
         f = self.model.features(x)
         return f, self.model.head(f)
 
@@ -273,7 +296,7 @@ class ViTH14Judge(Judge):
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         return self.transform(x)
 
-    def _features_and_logits(self, x):
+    def features_and_logits(self, x):
         f = self.model(x)
         return f, self.head(f)
 
@@ -317,7 +340,7 @@ class JudgeFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.judge.preprocess(x)
-        return self.judge._features_and_logits(x)[0]
+        return self.judge.features_and_logits(x)[0]
 
 
 class InceptionFeatures(nn.Module):
@@ -419,3 +442,46 @@ def load_clip(
     _load_strict(net, state, path, f"CLIP ({arch})")
     size = int(net.patch_embed.img_size[0])
     return ClipImageEmbedding(net, image_size=size)
+
+
+# ----------------------------------------------------------------------------- LPIPS
+
+
+class LpipsAlex(nn.Module):
+    """LPIPS (AlexNet) distance, torchmetrics' implementation, built without any download.
+
+    torchmetrics' public `LearnedPerceptualImagePatchSimilarity` fetches the AlexNet
+    backbone from the internet; here its `_NoTrainLpips` is built with a random
+    backbone (`pnet_rand=True`), the backbone is filled from the local AlexNet file,
+    and the linear layers come from `lpips_path` or, when None, from the `alex.pth`
+    that ships inside the torchmetrics package (the LPIPS v0.1 weights).
+    """
+
+    def __init__(self, alexnet: nn.Module, lpips_path: Path | None):
+        super().__init__()
+        try:
+            from torchmetrics.functional.image.lpips import _NoTrainLpips
+        except ImportError as exc:  # the private class moved: say so instead of a deep traceback
+            raise InputDataError(None, f"this torchmetrics version has no _NoTrainLpips ({exc}); LPIPS unavailable")
+        self.net = _NoTrainLpips(
+            net="alex", pretrained=True, pnet_rand=True, model_path=None if lpips_path is None else str(lpips_path)
+        )
+        # torchmetrics splits AlexNet's `features` into slice1..5 keeping the original indices.
+        backbone = {}
+        for name, tensor in alexnet.features.state_dict().items():
+            idx = int(name.split(".")[0])
+            slice_no = 1 + sum(idx >= b for b in (2, 5, 8, 10))
+            backbone[f"slice{slice_no}.{name}"] = tensor
+        self.net.net.load_state_dict(backbone, strict=True)
+        self.net.eval()
+
+    @torch.no_grad()
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Distances (n,) between uint8 (n, 3, H, W) image batches a and b."""
+        return self.net(a.float() / 255.0, b.float() / 255.0, normalize=True).flatten()
+
+
+def load_lpips(alexnet_path: str | Path | None, lpips_path: str | Path | None, keys: tuple[str, str]) -> LpipsAlex:
+    net = load_alexnet(alexnet_path, keys[0])
+    lin = None if lpips_path in (None, "") else require_file(lpips_path, keys[1], "the LPIPS v0.1 `alex.pth` linear weights")
+    return LpipsAlex(net, lin)

@@ -134,7 +134,9 @@ def open_dtseries(path: str | os.PathLike) -> DtseriesRun:
     n_models = sum(int(bm.index_count) for bm in models_map.brain_models)
     if tuple(img.shape) != (series.size, n_models):
         raise InputDataError(
-            p, f"data shape {tuple(img.shape)} disagrees with its axes ({series.size} frames x {n_models} grayordinates)"
+            p,
+            f"data shape {tuple(img.shape)} disagrees with its axes "
+            f"({series.size} frames x {n_models} grayordinates)",
         )
     intent = img.nifti_header.get_intent()[0]
     if intent != DENSE_SERIES_INTENT:

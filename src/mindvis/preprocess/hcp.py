@@ -249,7 +249,7 @@ class VolumeRois:
                     raise InputDataError(
                         lab.path,
                         f"ROI label image grid {lab.labels.shape} (affine {_affine_text(lab.affine)}) differs from "
-                        f"{run.path.name} {run.grid_shape} (affine {_affine_text(run.affine)}); "
+                        f"{run.path} {run.grid_shape} (affine {_affine_text(run.affine)}); "
                         "use labels on the data's grid or set resample_mask: true",
                     )
                 log.info("resampling %s onto the grid of %s (nearest neighbour)", lab.path, run.path.name)
@@ -319,8 +319,12 @@ def preprocess_hcp_subject(
     out = {a: np.empty((total, plans[0].area_index[a].size), dtype=np.float32) for a in areas}
     per_run: list[dict[str, Any]] = []
     t0 = 0
-    steps = len(plans) * (len(areas) if cfg.input == "cifti" else 1)
-    with tqdm(total=steps, desc="hcp runs x areas", unit="block", disable=None) as bar:
+    # CIFTI: one step per (run, area) read; volume: frames, as each run is streamed in chunks.
+    if cfg.input == "cifti":
+        bar_args = {"total": len(plans) * len(areas), "desc": "hcp runs x areas", "unit": "area"}
+    else:
+        bar_args = {"total": total, "desc": "hcp frames", "unit": "frame"}
+    with tqdm(**bar_args, disable=None) as bar:
         for plan in plans:
             counts = ZscoreCounts()
             blocks = _read_run(plan, cfg, areas, bar)
@@ -374,6 +378,5 @@ def _read_run(plan: RunPlan, cfg: HcpPreprocessConfig, areas: list[str], bar: tq
         return blocks
     # Volume: one streaming pass over the run for the union of all areas' voxels.
     union = np.unique(np.concatenate([plan.area_index[a] for a in areas]))
-    values = volume.extract_voxels(plan.source, union, chunk_frames=cfg.chunk_frames)
-    bar.update(1)
+    values = volume.extract_voxels(plan.source, union, chunk_frames=cfg.chunk_frames, progress=bar.update)
     return {a: values[:, np.searchsorted(union, plan.area_index[a])] for a in areas}

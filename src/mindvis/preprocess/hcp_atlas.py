@@ -73,7 +73,9 @@ class SurfaceAtlas:
     def area_size(self, area: str) -> int:
         return int(sum(np.isin(self.labels[s], ids).sum() for s, ids in self.area_ids(area).items()))
 
-    def area_columns(self, surfaces: Mapping[str, SurfaceColumns], area: str, path: Path | str | None = None) -> np.ndarray:
+    def area_columns(
+        self, surfaces: Mapping[str, SurfaceColumns], area: str, path: Path | str | None = None
+    ) -> np.ndarray:
         """Sorted file columns whose (structure, vertex) carry a label of `area`.
 
         Raises InputDataError when the file lacks the area in a hemisphere where
@@ -104,7 +106,8 @@ class SurfaceAtlas:
                 )
             if hit.sum() < atlas_count:
                 log.warning(
-                    "%s: %s covers %d of the %d atlas vertices of %s", path, structure, int(hit.sum()), atlas_count, area
+                    "%s: %s covers %d of the %d atlas vertices of %s",
+                    path, structure, int(hit.sum()), atlas_count, area,
                 )
             cols.append(surf.columns[hit])
         return np.sort(np.concatenate(cols))

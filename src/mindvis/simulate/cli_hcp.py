@@ -16,8 +16,12 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--subject", required=True, help="subject id, the folder name (e.g. 100206 or sim01); also varies the seed")
-    parser.add_argument("--out-dir", required=True, help="the raw HCP folder, e.g. <raw>/hcp; the subject goes in <out-dir>/<subject>")
+    parser.add_argument(
+        "--subject", required=True, help="subject id, the folder name (e.g. 100206 or sim01); also varies the seed"
+    )
+    parser.add_argument(
+        "--out-dir", required=True, help="the raw HCP folder, e.g. <raw>/hcp; the subject goes in <out-dir>/<subject>"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -183,6 +183,8 @@ class JobTracker:
             self._call("end run", lambda: self._client.set_terminated(self.run_id, status))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        if not self.enabled:  # skip even the mlflow import
+            return
         from mlflow.entities import Param
 
         flat = flatten(params)
@@ -192,12 +194,16 @@ class JobTracker:
             self._call("log params", lambda c=chunk: self._client.log_batch(self.run_id, params=c))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if not self.enabled:  # skip even the mlflow import
+            return
         from mlflow.entities import RunTag
 
         batch = [RunTag(k, str(v)) for k, v in tags.items()]
         self._call("set tags", lambda: self._client.log_batch(self.run_id, tags=batch))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if not self.enabled:  # skip even the mlflow import
+            return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -208,6 +214,8 @@ class JobTracker:
             self._call("log metrics", lambda: self._client.log_batch(self.run_id, metrics=batch))
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        if not self.enabled:  # skip even the mlflow import
+            return
         self._call("log artifact", lambda: self._client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_dict(self, obj: Any, name: str) -> None:

@@ -80,7 +80,8 @@ def load_subject(npz: str | Path, dataset: str) -> SubjectRows:
         data = load_bold5000_npz(npz, with_images=False)
     else:
         raise ConfigError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
-    return SubjectRows(check_finite(data.train_fmri, "training fMRI", npz), check_finite(data.test_fmri, "test fMRI", npz))
+    return SubjectRows(check_finite(data.train_fmri, "training fMRI", npz),
+                       check_finite(data.test_fmri, "test fMRI", npz))
 
 
 def finetune_from_rows(pretrained: str | Path, subject: SubjectRows, out: str | Path, cfg: FinetuneConfig,

@@ -115,6 +115,9 @@ class AutoencoderConfig(LdmLoopConfig):
     clip_grad: float = 1.0
     restart_every_steps: int = 25  # move unused codes onto batch latents every N steps (0: never)
     restart_until: float = 0.75  # ... during this first fraction of training
+    patch_size: int = 32  # train on random square patches of this side (0: whole images); convolutional, so
+    #                       the model then works on whole images, at a fraction of the cost per step
+    eval_every_epochs: int = 10  # reconstruction PSNR and codebook use every N epochs (and at the end)
 
 
 @dataclass
@@ -238,6 +241,15 @@ def augment(batch: torch.Tensor, generator: torch.Generator, crop_p: float, crop
         patch = x[i:i + 1, :, top:top + crop, left:left + crop]
         out[i] = F.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False)[0]
     return out
+
+
+def random_patches(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One random size x size patch per image (whole images when size is 0 or not smaller)."""
+    side = x.shape[-1]
+    if size <= 0 or size >= side:
+        return x
+    offsets = torch.randint(0, side - size + 1, (x.shape[0], 2), generator=generator).tolist()
+    return torch.stack([img[:, t:t + size, l:l + size] for img, (t, l) in zip(x, offsets)])
 
 
 def to_hwc(images: torch.Tensor) -> np.ndarray:
@@ -511,7 +523,7 @@ def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Pat
     counters = {"restarted": 0}
 
     def step_loss(idx, gen, step):
-        x = augment(data[idx], gen, cfg.crop_p, cfg.crop_ratio).to(device)
+        x = random_patches(augment(data[idx], gen, cfg.crop_p, cfg.crop_ratio), cfg.patch_size, gen).to(device)
         h = vq.encode(x).latents
         if cfg.restart_every_steps > 0 and step % cfg.restart_every_steps == 0 and step < restart_until:
             counters["restarted"] += restart_dead_codes(vq, h, gen)
@@ -519,6 +531,8 @@ def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Pat
         return (rec.sample - x).abs().mean() + rec.commit_loss.mean()
 
     def epoch_end(epoch):
+        if epoch % max(cfg.eval_every_epochs, 1) and epoch != cfg.epochs:
+            return {}
         with torch.no_grad():
             sample = data[: min(64, data.shape[0])].to(device).float() / 127.5 - 1.0
             usage = codebook_usage(vq, vq.encode(sample).latents)
@@ -545,7 +559,8 @@ def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Pat
 
     fingerprint = {"stage": "autoencoder", "data": digest(data), "spec": str(spec_to_dict(spec)),
                    **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad", "crop_p",
-                                                   "crop_ratio", "seed", "restart_every_steps", "restart_until")}}
+                                                   "crop_ratio", "seed", "restart_every_steps", "restart_until",
+                                                   "patch_size")}}
 
     result = run_loop(vq, int(data.shape[0]), cfg, out, fingerprint, LoopHooks(step_loss, epoch_end, grid), export,
                       tracker=tracker, stop_after_steps=stop_after_steps, desc="autoencoder")

@@ -1,0 +1,57 @@
+"""Train the VQ autoencoder of the image prior on the stimulus images (embedded default only).
+
+The real run never needs this step: CompVis's label2img checkpoint carries its
+VQ-f4 first stage. The embedded default cannot download it, so it trains the
+same structure (a diffusers VQModel in CompVis's VQ layout) at tiny size on
+the TRAINING images of images_256.npz (resized to `model.image_size`).
+Loss: L1 reconstruction + the VQ codebook/commitment term; unused codes are
+moved onto current latents early in training (`restart_every_steps`), and the
+model trains on random patches (`patch_size`) to save time.
+
+Output: <out> = {"state_dict": CompVis/taming VQ keys (encoder.*, decoder.*,
+quantize.embedding.weight, quant_conv.*, post_quant_conv.*), "mindvis": sizes
+and training summary (plain data)}; resumable through <out>.resume.pt.
+The test images are only used for a report-only reconstruction PSNR.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--images", type=Path, required=True,
+                        help="images_256.npz (train_images used for training, test_images only for a report metric)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output checkpoint, e.g. <dir>/autoencoder.pt (resume state: <out>.resume.pt)")
+
+
+def run(args) -> int:
+    from mindvis.config import load_section
+    from mindvis.tracking import tracker_for
+    from mindvis.training.ldm_trainer import AutoencoderConfig, read_images, train_autoencoder
+    from mindvis.training.mbm_trainer import TrainingInterrupted
+
+    cfg = load_section(AutoencoderConfig, args.config, args.overrides)
+    train = read_images(args.images, "train_images")
+    test = read_images(args.images, "test_images")
+    with tracker_for(args, cfg, dataset="stimuli") as tracker:
+        try:
+            summary = train_autoencoder(train, cfg, args.out, tracker=tracker, eval_images=test,
+                                        info={"images": str(args.images)})
+        except TrainingInterrupted as exc:
+            log.warning("%s", exc)
+            tracker.set_tags({"mindvis.interrupted_at_step": exc.step})
+            return 143
+        tracker.log_dict(summary, "summary.json")
+        tracker.log_file_reference(args.out, "autoencoder")
+    log.info("autoencoder: %d images, PSNR %.2f dB (train), %.0f codes used, %.0f s", summary["n_images"],
+             summary["train_psnr"] or float("nan"), summary["codes_used"] or 0, summary["seconds"])
+    return 0

@@ -1,0 +1,76 @@
+"""Stage B: fine-tune the double-conditioned LDM on one subject's (fMRI, image) pairs.
+
+Starts from the image prior (--prior: CompVis's label2img/model.ckpt, with its
+config.yaml beside it when present, or the demo's label2img.pt) and the stage
+A2 encoder (--encoder: fmri_encoder.pth, ours or MinD-Vis's). The prior's
+class embedder is dropped and replaced by the fMRI conditioner: encoder ->
+Conv1d(N -> N//2) -> Conv1d(N//2 -> 77) -> Linear(D -> context_dim) as the
+cross-attention context, and the time branch Conv1d(77 -> 38) -> Conv1d(38 ->
+1) -> Linear(context_dim -> time_embed_dim) added to the time embedding. The
+VQ comes from the prior (--autoencoder replaces it; it must have the same sizes).
+
+Trained (config `trainable`, default as the reference): the encoder, the two
+mappers, the time branch and the UNet's cross-attention (attn2) with the
+LayerNorm in front of it (norm2); everything else is frozen. The fMRI follows
+MinD-Vis's conventions (ROI, wrap padding, one scalar z-score from the
+training fMRI) and is wrap-padded or cut to the encoder's N x 16 voxels.
+
+Protocols (config `protocol`):
+  clean      (default) hold out `val_fraction` of the training pairs and keep the epoch
+             that reconstructs them best (pair-wise pixel-correlation identification);
+  reference  MinD-Vis's choice: keep the epoch that scores best on the TEST set
+             (the run and the output are tagged test_set_exposed=true).
+
+Output: <out> in MinD-Vis's finetuned.pth layout (model_state_dict with its key
+names, a plain-dict config, an RNG state), loadable by `generate` and by
+MinD-Vis's own code; resumable through <out>.resume.pt (SIGTERM: exit 143).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--npz", type=Path, required=True, help="one subject: GOD sbj_N.npz or BOLD5000 CSI{n}.npz")
+    parser.add_argument("--images", type=Path, default=None,
+                        help="GOD images_256.npz (BOLD5000 keeps its images in the subject npz)")
+    parser.add_argument("--dataset", choices=("god", "bold5000"), default="god", help="which reader --npz needs")
+    parser.add_argument("--encoder", type=Path, required=True, help="stage A2 checkpoint (fmri_encoder.pth)")
+    parser.add_argument("--prior", type=Path, required=True,
+                        help="the image prior: CompVis label2img/model.ckpt or the demo's label2img.pt")
+    parser.add_argument("--autoencoder", type=Path, default=None,
+                        help="VQ checkpoint replacing the prior's first stage (optional; same sizes required)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output checkpoint, e.g. <dir>/finetuned.pt (resume state: <out>.resume.pt)")
+
+
+def run(args) -> int:
+    from mindvis.config import load_section
+    from mindvis.tracking import tracker_for
+    from mindvis.training.ldm_trainer import FinetuneLdmConfig, finetune_ldm
+    from mindvis.training.mbm_trainer import TrainingInterrupted
+
+    cfg = load_section(FinetuneLdmConfig, args.config, args.overrides)
+    subject = args.npz.stem.removeprefix("sbj_")
+    with tracker_for(args, cfg, dataset=args.dataset, subject=subject) as tracker:
+        try:
+            summary = finetune_ldm(args.npz, args.images, args.encoder, args.prior, args.out, cfg,
+                                   dataset=args.dataset, autoencoder=args.autoencoder, tracker=tracker)
+        except TrainingInterrupted as exc:
+            log.warning("%s", exc)
+            tracker.set_tags({"mindvis.interrupted_at_step": exc.step})
+            return 143
+        tracker.log_dict(summary, "summary.json")
+        tracker.log_file_reference(args.out, "finetuned")
+    log.info("stage B: %d training pairs, selected epoch %s (score %s, %s protocol), %.0f s",
+             summary["n_train_pairs"], summary["selected_epoch"], summary["selection_score"], summary["protocol"],
+             summary["seconds"])
+    return 0

@@ -1,0 +1,65 @@
+"""Train the class-conditional image prior (CompVis cin256 "label2img" structure; embedded default only).
+
+The real run downloads CompVis's cin256-v2 checkpoint instead. Here the same
+structure (VQ first stage from --autoencoder, frozen; UNet with
+cross-attention; a class embedder giving one context token per class, plus a
+'no class' entry for classifier-free guidance) is trained on the TRAINING
+images of images_256.npz with their class labels.
+
+Labels (--labels), in the row order of images_256.npz's train_images:
+  stimuli.npz from `make-stimuli`   key train_labels (rows in imageID_training.csv order, the
+                                    order images_256.npz uses) and class_names;
+  imagenet_training_label.csv       GOD's label list beside images_256.npz: the class is the
+                                    WordNet id of each row (numbered in sorted order).
+The number of labels must equal the number of images.
+
+Output: <out> = {"state_dict": CompVis LatentDiffusion keys (model.diffusion_model.*,
+first_stage_model.*, cond_stage_model.embedding.weight, schedule buffers), "mindvis": sizes,
+classes and summary}: the layout of label2img/model.ckpt, so stage B reads the demo's prior and
+CompVis's through the same converter. Resumable through <out>.resume.pt.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--images", type=Path, required=True, help="images_256.npz (train_images are used)")
+    parser.add_argument("--labels", type=Path, required=True,
+                        help="stimuli.npz (train_labels) or imagenet_training_label.csv, in train_images order")
+    parser.add_argument("--autoencoder", type=Path, required=True, help="autoencoder.pt from train-autoencoder")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output checkpoint, e.g. <dir>/label2img.pt (resume state: <out>.resume.pt)")
+
+
+def run(args) -> int:
+    from mindvis.config import load_section
+    from mindvis.tracking import tracker_for
+    from mindvis.training.ldm_trainer import Label2ImgConfig, read_images, read_labels, train_label2img
+    from mindvis.training.mbm_trainer import TrainingInterrupted
+
+    cfg = load_section(Label2ImgConfig, args.config, args.overrides)
+    images = read_images(args.images, "train_images")
+    labels, names = read_labels(args.labels, images.shape[0], "train")
+    with tracker_for(args, cfg, dataset="stimuli") as tracker:
+        try:
+            summary = train_label2img(images, labels, args.autoencoder, cfg, args.out, tracker=tracker,
+                                      class_names=names, info={"images": str(args.images),
+                                                               "labels": str(args.labels)})
+        except TrainingInterrupted as exc:
+            log.warning("%s", exc)
+            tracker.set_tags({"mindvis.interrupted_at_step": exc.step})
+            return 143
+        tracker.log_dict(summary, "summary.json")
+        tracker.log_file_reference(args.out, "label2img")
+    log.info("label2img: %d images, %d classes, final loss %.4f, %.0f s", summary["n_images"],
+             summary["n_classes"], summary["final_loss"], summary["seconds"])
+    return 0
