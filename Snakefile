@@ -21,6 +21,7 @@ validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
 include: "rules/common.smk"
 include: "rules/simulate.smk"
 include: "rules/preprocess.smk"
+include: "rules/stage_a.smk"
 
 
 rule all:

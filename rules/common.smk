@@ -63,6 +63,12 @@ def all_targets():
             targets += bold5000_outputs(subject)
     if enabled("hcp"):
         targets += expand(HCP_NPZ, subject=subjects("hcp"))
+    if config["stage_a"]["enabled"] and enabled("hcp"):
+        for dataset in ("god", "bold5000"):
+            if enabled(dataset):
+                targets += expand(
+                    f"{RESULTS}/stage_a/{dataset}/{{subject}}/fmri_encoder.pth", subject=subjects(dataset)
+                )
     return targets
 
 

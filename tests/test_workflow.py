@@ -20,6 +20,11 @@ from workflow_runner import copy_workflow, planned_jobs, snakemake
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 GOD_NPZ = "data/Kamitani/npz"
+_STAGE_A_ALL = {("pretrain_mbm", frozenset())} | {
+    ("finetune_mbm", frozenset({("dataset", d), ("subject", s)}))
+    for d, subjects in (("god", ("1", "2")), ("bold5000", ("1", "4")))
+    for s in subjects
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +78,18 @@ def test_hcp_output_has_visual_areas_and_all_runs(done_workdir):
             assert np.isfinite(npz[area]).all()
 
 
+def test_stage_a_checkpoints_load_safely(done_workdir):
+    from mindvis.checkpoints.mindvis_encoder import load_mbm_checkpoint
+
+    pretrained = load_mbm_checkpoint(done_workdir / "results/stage_a/pretrain/fmri_encoder.pth")
+    for path in ("god/1", "god/2", "bold5000/1", "bold5000/4"):
+        tuned = load_mbm_checkpoint(done_workdir / f"results/stage_a/{path}/fmri_encoder.pth")
+        # A2 keeps A1's token count (token_policy: checkpoint) and its architecture
+        assert tuned.n_tokens == pretrained.n_tokens
+        assert tuned.arch == pretrained.arch
+        assert not (done_workdir / f"results/stage_a/{path}/fmri_encoder.pth.resume.pt").exists()
+
+
 def test_one_finished_mlflow_run_per_job_with_tags(done_workdir):
     client = MlflowClient(tracking_uri=f"sqlite:///{done_workdir}/results/mlflow.db")
     exp = client.get_experiment_by_name("mindvis")
@@ -106,7 +123,9 @@ def test_changed_raw_subject_file_reruns_only_that_subject(done_workdir):
         fh["dataset"][0, 0] += 1.0
     _touch_later(raw)
     try:
-        assert planned_jobs(done_workdir) == {("preprocess_god", frozenset({("subject", "2")}))}
+        # pre-training reads the GOD training fMRI of every subject, so it and every
+        # fine-tuning job follow; nothing of subject 1's own preprocessing does.
+        assert planned_jobs(done_workdir) == {("preprocess_god", frozenset({("subject", "2")}))} | _STAGE_A_ALL
     finally:
         raw.write_bytes(original)
         os.utime(raw, (stat.st_atime, stat.st_mtime))
@@ -129,7 +148,7 @@ def test_changed_preprocess_param_reruns_only_preprocessing(done_workdir):
     assert jobs == {
         ("preprocess_god", frozenset({("subject", "1")})),
         ("preprocess_god", frozenset({("subject", "2")})),
-    }
+    } | _STAGE_A_ALL
 
 
 def test_changed_image_size_reruns_only_the_image_job(done_workdir):
@@ -141,5 +160,13 @@ def test_changed_image_size_reruns_only_the_image_job(done_workdir):
 def test_changed_simulation_param_reruns_that_chain_only(done_workdir):
     (done_workdir / "change_sim.yaml").write_text("bold5000:\n  simulate:\n    snr: 0.7\n")
     jobs = planned_jobs(done_workdir, configfiles=("change_sim.yaml",))
-    assert {rule for rule, _ in jobs} == {"simulate_bold5000", "preprocess_bold5000"}
-    assert len(jobs) == 4
+    assert {rule for rule, _ in jobs} == {"simulate_bold5000", "preprocess_bold5000", "finetune_mbm"}
+    assert {wc for rule, wc in jobs if rule == "finetune_mbm"} == {
+        frozenset({("dataset", "bold5000"), ("subject", s)}) for s in ("1", "4")
+    }
+    assert len(jobs) == 6
+
+
+def test_changed_finetune_param_reruns_only_finetuning(done_workdir):
+    (done_workdir / "change_a2.yaml").write_text("stage_a:\n  finetune:\n    lr: 1.0e-4\n")
+    assert planned_jobs(done_workdir, configfiles=("change_a2.yaml",)) == _STAGE_A_ALL - {("pretrain_mbm", frozenset())}

@@ -30,6 +30,12 @@ def _batches(images: np.ndarray, batch_size: int):
         yield torch.from_numpy(block).permute(0, 3, 1, 2)  # uint8 (b, 3, H, W), as torchmetrics expects
 
 
+def _device_of(module: nn.Module) -> torch.device:
+    """Where the extractor computes: its parameters' device, or its own `device` attribute."""
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device(getattr(module, "device", "cpu"))
+
+
 def frechet_distance(
     real_images: np.ndarray, fake_images: np.ndarray, extractor: nn.Module, batch_size: int = 64
 ) -> float:
@@ -45,12 +51,13 @@ def frechet_distance(
             raise InputDataError(None, f"FID: {name} images must be uint8 (n, H, W, 3), got {imgs.dtype} {imgs.shape}")
         if len(imgs) < 2:
             raise InputDataError(None, f"FID needs at least 2 {name} images, got {len(imgs)}")
-    metric = FrechetInceptionDistance(feature=extractor, normalize=False)
+    device = _device_of(extractor)
+    metric = FrechetInceptionDistance(feature=extractor, normalize=False).to(device)
     with torch.no_grad():
         for batch in _batches(real_images, batch_size):
-            metric.update(batch, real=True)
+            metric.update(batch.to(device), real=True)
         for batch in _batches(fake_images, batch_size):
-            metric.update(batch, real=False)
+            metric.update(batch.to(device), real=False)
         value = float(metric.compute())
     # Rounding in the matrix square root can leave a tiny negative value for equal sets.
     return max(value, 0.0)

@@ -11,11 +11,15 @@ What each network is and the preprocessing its weights expect
 * ViT-H/14, `ViT_H_14_Weights.IMAGENET1K_SWAG_E2E_V1` (the reference's judge):
   file vit_h_14_swag-80465313.pth from https://download.pytorch.org/models/;
   the model is built with image_size=518 (meta["min_size"] = (518, 518)),
-  1000 ImageNet classes; preprocessing = torchvision `ImageClassification(
-  crop_size=518, resize_size=518, interpolation=BICUBIC, antialias=True)`:
-  resize (shorter side) to 518 px bicubic with antialiasing, centre crop 518,
-  scale to [0, 1], normalise with ImageNet mean (0.485, 0.456, 0.406) and std
-  (0.229, 0.224, 0.225). ImageNet-1k acc@1 88.552 per torchvision.
+  1000 ImageNet classes; preprocessing = the weights' own transform object,
+  `ViT_H_14_Weights.IMAGENET1K_SWAG_E2E_V1.transforms()` =
+  `ImageClassification(crop_size=518, resize_size=518, interpolation=BICUBIC,
+  antialias=True)`: on the uint8 image, resize (shorter side) to 518 px bicubic
+  with antialiasing (torchvision clamps and rounds the result back to uint8),
+  centre crop 518, scale to [0, 1], normalise with ImageNet mean
+  (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225). ImageNet-1k acc@1
+  88.552 per torchvision's metadata. We call that object, so the numbers
+  match the reference's `weights.transforms()` exactly.
 * Inception-v3, `Inception_V3_Weights.IMAGENET1K_V1`: file
   inception_v3_google-0cc3c7bd.pth (same site). These are Google's weights,
   which expect pixels scaled to [-1, 1] (torchvision reaches that with
@@ -268,7 +272,8 @@ def load_small_cnn_judge(path: str | Path | None, config_key: str = "judge_weigh
     path = require_file(path, config_key, JUDGE_SOURCE)
     ckpt = load_weight_file(path)
     if ckpt.get("format") != SMALL_CNN_FORMAT:
-        raise InputDataError(path, f"not a small-CNN judge file (format {ckpt.get('format')!r}, want {SMALL_CNN_FORMAT!r})")
+        found = ckpt.get("format")
+        raise InputDataError(path, f"not a small-CNN judge file (format {found!r}, want {SMALL_CNN_FORMAT!r})")
     arch = ckpt["arch"]
     model = SmallCNN(int(arch["n_classes"]), int(arch["width"]))
     _load_strict(model, ckpt["state_dict"], path, "small-CNN judge")
@@ -334,12 +339,16 @@ class JudgeFeatures(nn.Module):
 
     def __init__(self, judge: Judge):
         super().__init__()
-        self.judge = judge
+        self.judge = judge  # a plain attribute: the judge's network is not this module's parameter
         self.num_features = judge.feature_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.judge.device
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.judge.preprocess(x)
+        x = self.judge.preprocess(x.to(self.judge.device))
         return self.judge.features_and_logits(x)[0]
 
 
@@ -483,5 +492,7 @@ class LpipsAlex(nn.Module):
 
 def load_lpips(alexnet_path: str | Path | None, lpips_path: str | Path | None, keys: tuple[str, str]) -> LpipsAlex:
     net = load_alexnet(alexnet_path, keys[0])
-    lin = None if lpips_path in (None, "") else require_file(lpips_path, keys[1], "the LPIPS v0.1 `alex.pth` linear weights")
+    lin = None
+    if lpips_path not in (None, ""):
+        lin = require_file(lpips_path, keys[1], "the LPIPS v0.1 `alex.pth` linear weights (as in the lpips package).")
     return LpipsAlex(net, lin)

@@ -105,14 +105,15 @@ class LdmLoopConfig:
 
 @dataclass
 class AutoencoderConfig(LdmLoopConfig):
-    """`stage_b: autoencoder:` (embedded demo only). Loss: L1 reconstruction + VQ codebook/commitment."""
+    """`stage_b: autoencoder:` (embedded demo only). Loss: L1 + mse_weight x MSE + VQ codebook/commitment."""
 
     model: LdmModelConfig = field(default_factory=LdmModelConfig)  # only the vq_* keys and image_size matter
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 0.0
     clip_grad: float = 1.0
+    mse_weight: float = 1.0  # weight of the squared error next to the L1 error (large colour errors learn faster)
     restart_every_steps: int = 25  # move unused codes onto batch latents every N steps (0: never)
     restart_until: float = 0.75  # ... during this first fraction of training
     patch_size: int = 32  # train on random square patches of this side (0: whole images); convolutional, so
@@ -514,6 +515,8 @@ def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Pat
     set_threads(cfg.threads)
     device = pick_device(cfg.device)
     spec: VqSpec = resolve_ldm_spec(cfg.model).vq
+    if cfg.patch_size % spec.downsampling:
+        raise ConfigError(f"patch_size {cfg.patch_size} must be a multiple of the VQ's downsampling {spec.downsampling}")
     data = resize_images(images, spec.resolution)
     held = resize_images(eval_images, spec.resolution) if eval_images is not None else None
     seed_everything(cfg.seed)
@@ -528,7 +531,8 @@ def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Pat
         if cfg.restart_every_steps > 0 and step % cfg.restart_every_steps == 0 and step < restart_until:
             counters["restarted"] += restart_dead_codes(vq, h, gen)
         rec = vq.decode(h)
-        return (rec.sample - x).abs().mean() + rec.commit_loss.mean()
+        err = rec.sample - x
+        return err.abs().mean() + cfg.mse_weight * (err**2).mean() + rec.commit_loss.mean()
 
     def epoch_end(epoch):
         if epoch % max(cfg.eval_every_epochs, 1) and epoch != cfg.epochs:
@@ -560,7 +564,7 @@ def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Pat
     fingerprint = {"stage": "autoencoder", "data": digest(data), "spec": str(spec_to_dict(spec)),
                    **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad", "crop_p",
                                                    "crop_ratio", "seed", "restart_every_steps", "restart_until",
-                                                   "patch_size")}}
+                                                   "patch_size", "mse_weight")}}
 
     result = run_loop(vq, int(data.shape[0]), cfg, out, fingerprint, LoopHooks(step_loss, epoch_end, grid), export,
                       tracker=tracker, stop_after_steps=stop_after_steps, desc="autoencoder")

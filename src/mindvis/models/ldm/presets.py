@@ -159,7 +159,7 @@ TINY = LdmSpec(
                   num_res_blocks=1, attention_resolutions=(4, 2), num_heads=1, transformer_depth=1,
                   context_dim=64, time_embed_dim=128, norm_num_groups=8),
     vq=VqSpec(resolution=64, in_channels=3, out_ch=3, ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, z_channels=3,
-              embed_dim=3, n_embed=256, norm_num_groups=8),
+              embed_dim=3, n_embed=1024, norm_num_groups=8),
     schedule=ScheduleSpec(),
 )
 
@@ -215,7 +215,7 @@ class LdmModelConfig:
     vq_ch_mult: list[int] | None = None  # VQ channel multipliers per level (paper [1, 2, 4]: f4)
     vq_num_res_blocks: int | None = None  # VQ res-blocks per level (paper 2)
     vq_n_embed: int | None = None  # codebook size (paper 8192)
-    vq_embed_dim: int | None = None  # latent channels (paper 3)
+    vq_embed_dim: int | None = None  # latent channels = z_channels = embed_dim (paper 3)
     unet_model_channels: int | None = None  # UNet base channels (paper 192)
     unet_channel_mult: list[int] | None = None  # UNet channel multipliers (paper [1, 2, 3, 5])
     unet_num_res_blocks: int | None = None  # UNet res-blocks per level (paper 2)
@@ -240,6 +240,7 @@ def resolve_ldm_spec(cfg: LdmModelConfig) -> LdmSpec:
                  ch_mult=pick(cfg.vq_ch_mult, base.vq.ch_mult),
                  num_res_blocks=pick(cfg.vq_num_res_blocks, base.vq.num_res_blocks),
                  n_embed=pick(cfg.vq_n_embed, base.vq.n_embed), embed_dim=pick(cfg.vq_embed_dim, base.vq.embed_dim),
+                 z_channels=pick(cfg.vq_embed_dim, base.vq.z_channels),
                  norm_num_groups=pick(cfg.norm_num_groups, base.vq.norm_num_groups))
     unet = replace(base.unet, sample_size=vq.latent_size, in_channels=vq.embed_dim, out_channels=vq.embed_dim,
                    model_channels=pick(cfg.unet_model_channels, base.unet.model_channels),

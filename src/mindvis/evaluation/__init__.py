@@ -1,0 +1,394 @@
+"""Evaluation: the reference protocol exactly, the field's other metrics, and what each number is.
+
+Modules, each usable on its own:
+  nway            n-way top-1 (the reference's Monte-Carlo procedure + its exact expectation)
+  identification  pair-wise identification (MSE, PCC, colour SSIM, any score matrix), raw means
+  fid             Fréchet distance through torchmetrics with the feature extractor passed in
+  nsd_suite       PixCorr, grayscale SSIM, 2-way identification on network features
+  judges          classifiers and feature extractors; weights from local files only
+  judge_training  the embedded default's small CNN judge
+  report          the HTML report across datasets and subjects
+
+This file holds the protocol that runs them all on one samples file
+(`evaluate_samples`) and its config (`EvaluateConfig`).
+
+samples.npz (written by the generate step; read by `load_samples`):
+  samples       uint8 (n_test, K, H, W, 3)  K generated images per test item
+  ground_truth  uint8 (n_test, H, W, 3)     the test stimuli, same H, W
+  test_labels   int   (n_test,)  optional: dataset class labels (only used to report the
+                judge's own accuracy on the ground truth; never used by the metrics)
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mindvis.utils.errors import InputDataError
+
+log = logging.getLogger(__name__)
+
+METRICS_FORMAT = "mindvis-metrics/1"
+
+
+@dataclass
+class EvaluateConfig:
+    protocol: str = "embedded-demo"  # protocol name; tags the MLflow run and labels the report row
+    judge: str = "small_cnn"  # small_cnn (the demo's, from `train-judge`) | vit_h_14_swag (the reference's)
+    judge_weights: str | None = None  # judge file (--judge wins); vit_h_14_swag: vit_h_14_swag-80465313.pth
+    n_way: int = 5  # classes per n-way trial, <= the judge's class count (reference: 50 of 1000)
+    trials: int = 1000  # random distractor draws per test image (reference: 1000)
+    seed: int = 0  # distractor draws
+    batch_size: int = 32  # images per network forward pass
+    device: str = "cpu"  # torch device for the networks ("cuda" on a GPU machine)
+    threads: int = 1  # torch CPU threads (1 suits the demo's tiny judge; raise it for ViT-H/14 on CPU)
+    ssim: bool = True  # colour-SSIM identification (n_test^2 SSIM evaluations per sample set)
+    judge_fid: bool = True  # FID in the judge's penultimate feature space (the demo's stand-in)
+    nsd_suite: bool = True  # PixCorr, grayscale SSIM, 2-way identification on each configured network
+    inception_weights: str | None = None  # inception_v3_google-0cc3c7bd.pth: FID 2048 / 64, NSD Inception 2-way
+    alexnet_weights: str | None = None  # torchvision alexnet-owt-7be5be79.pth: LPIPS backbone, NSD AlexNet 2/5
+    lpips_weights: str | None = None  # LPIPS v0.1 alex.pth linear layers; null = the copy inside torchmetrics
+    clip_weights: str | None = None  # CLIP ViT-L/14 (OpenAI) as timm/open_clip files; null = CLIP skipped
+    clip_arch: str = "vit_large_patch14_clip_quickgelu_224"  # timm definition the CLIP weights fill
+    grid_rows: int = 10  # test items shown in the reconstruction grid (evenly spaced over the test set)
+
+
+# ----------------------------------------------------------------------------- input
+
+
+def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(samples (n, K, H, W, 3) uint8, ground_truth (n, H, W, 3) uint8, test_labels or None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(path, "samples file not found (run the generate step first)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("samples", "ground_truth") if k not in z.files]
+            if missing:
+                have = ", ".join(z.files)
+                raise InputDataError(path, f"not a samples file: missing {', '.join(missing)} (has {have})")
+            samples, gt = z["samples"], z["ground_truth"]
+            labels = z["test_labels"] if "test_labels" in z.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputDataError(path, f"cannot read npz (truncated or corrupt?): {exc}") from None
+    if samples.dtype != np.uint8 or samples.ndim != 5 or samples.shape[-1] != 3:
+        raise InputDataError(path, f"samples must be uint8 (n_test, K, H, W, 3), got {samples.dtype} {samples.shape}")
+    if gt.dtype != np.uint8 or gt.shape != (samples.shape[0], *samples.shape[2:]):
+        raise InputDataError(
+            path, f"ground_truth must be uint8 {(samples.shape[0], *samples.shape[2:])}, got {gt.dtype} {gt.shape}"
+        )
+    if samples.shape[0] < 2 or samples.shape[1] < 1:
+        raise InputDataError(path, f"need >= 2 test items and >= 1 sample each, got {samples.shape[:2]}")
+    if labels is not None and labels.shape != (samples.shape[0],):
+        raise InputDataError(path, f"test_labels must be ({samples.shape[0]},), got {labels.shape}")
+    return samples, gt, labels
+
+
+# ----------------------------------------------------------------------------- metric records
+
+
+def _record(value: float, label: str, definition: str, chance: float | None, higher_is_better: bool, **extra) -> dict:
+    return {
+        "value": float(value),
+        "label": label,
+        "definition": definition,
+        "chance": chance,
+        "higher_is_better": higher_is_better,
+        **extra,
+    }
+
+
+def _per_set_record(values: list[float], label: str, definition: str, chance, higher: bool, **extra) -> dict:
+    arr = np.asarray(values, dtype=np.float64)
+    best = arr.max() if higher else arr.min()
+    return _record(arr.mean(), label, definition + " Value: mean over the K sample sets.", chance, higher,
+                   best=float(best), per_set=arr.tolist(), **extra)
+
+
+ID_RULE = (
+    "for each generated image, the fraction of the other ground-truth images for which its own ground "
+    "truth scores strictly better"
+)
+
+
+def _nway_records(gen_probs, gt_probs, cfg: EvaluateConfig, rng) -> dict[str, dict]:
+    from mindvis.evaluation.nway import n_way_top1
+
+    res = n_way_top1(gen_probs, gt_probs, cfg.n_way, cfg.trials, rng).summary()
+    common = {"n": res["n"], "trials": res["trials"], "n_classes": res["n_classes"]}
+    rule = (
+        f"{res['n']}-way top-1 (MinD-Vis protocol): judge = {cfg.judge}; ground-truth class = judge argmax on the "
+        f"ground-truth image; per trial {res['n'] - 1} distractor classes drawn uniformly from the other "
+        f"{res['n_classes'] - 1}; hit when the ground-truth class has the highest judge probability among the "
+        f"{res['n']} on the generated image; mean over test images."
+    )
+    full = n_way_top1(gen_probs, gt_probs, res["n_classes"], 1, rng).summary()
+    return {
+        "nway_top1_sampled": _record(
+            res["sampled_mean"], f"{res['n']}-way top-1 (sampled)",
+            rule + f" Monte-Carlo with {res['trials']} trials per image. Value: mean over the K sample sets; "
+            "'best' = max over them (the reference reports both).",
+            res["chance"], True, best=res["sampled_max"], per_set=res["sampled_per_set"], **common,
+        ),
+        "nway_top1_exact": _record(
+            res["exact_mean"], f"{res['n']}-way top-1 (exact)",
+            rule + " Exact expectation over all distractor draws: C(C-1-r, n-1)/C(C-1, n-1) with r = classes "
+            "at least as probable as the ground-truth class. Value: mean over the K sample sets; 'best' = max.",
+            res["chance"], True, best=res["exact_max"], per_set=res["exact_per_set"], **common,
+        ),
+        "top1_all_classes": _record(
+            full["exact_mean"], f"top-1 of {full['n_classes']}",
+            f"judge argmax on the generated image equals judge argmax on its ground truth ({full['n_classes']}-way "
+            "over all classes, no sampling). Value: mean over the K sample sets; 'best' = max.",
+            full["chance"], True, best=full["exact_max"], per_set=full["exact_per_set"], n=full["n"],
+            n_classes=full["n_classes"],
+        ),
+    }
+
+
+def _pixel_records(per_set: list[dict], k_sets: int) -> dict[str, dict]:
+    out = {}
+    spec = {
+        "identification_mse": ("ID MSE", f"Pair-wise identification by pixel MSE (float, 0..255 scale): {ID_RULE} "
+                               "(lower MSE).", 0.5, True),
+        "identification_pcc": ("ID PCC", "Pair-wise identification by Pearson correlation of flattened pixels: "
+                               f"{ID_RULE} (higher r).", 0.5, True),
+        "identification_ssim": ("ID SSIM", "Pair-wise identification by colour SSIM (scikit-image, data_range=255, "
+                                f"channel_axis=-1, 7x7 uniform window): {ID_RULE} (higher SSIM).", 0.5, True),
+        "mse_raw_mean": ("MSE (raw)", "Raw mean pixel MSE (float, 0..255 scale) between each generated image "
+                         "and its own ground truth, mean over images. NOT an identification rate.", None, False),
+        "pcc_raw_mean": ("PCC (raw)", "Raw mean Pearson correlation of flattened pixels between each generated "
+                         "image and its own ground truth. NOT an identification rate.", None, True),
+        "ssim_raw_mean": ("SSIM (raw)", "Raw mean colour SSIM (scikit-image, data_range=255) between each "
+                          "generated image and its own ground truth. NOT an identification rate.", None, True),
+    }
+    for name, (label, definition, chance, higher) in spec.items():
+        if name in per_set[0]:
+            out[name] = _per_set_record([d[name] for d in per_set], label, definition, chance, higher)
+    return out
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+
+def evaluate_samples(
+    samples: np.ndarray,
+    ground_truth: np.ndarray,
+    cfg: EvaluateConfig,
+    judge=None,
+    test_labels: np.ndarray | None = None,
+    identity: dict[str, Any] | None = None,
+) -> dict:
+    """Every metric for one samples file; returns the metrics.json document.
+
+    samples (n, K, H, W, 3) uint8, ground_truth (n, H, W, 3) uint8. `judge`: a loaded
+    `judges.Judge` (else loaded from cfg.judge / cfg.judge_weights). Metrics whose
+    weights are not configured are listed under "skipped" with the reason.
+    """
+    import torch
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    try:
+        return _evaluate(samples, ground_truth, cfg, judge, test_labels, identity)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, identity) -> dict:
+    import torch
+
+    from mindvis.evaluation import judges as J
+    from mindvis.evaluation.fid import fid_over_sample_sets
+    from mindvis.evaluation.identification import (
+        identification_rates,
+        pairwise_pixel_identification,
+        two_way_identification,
+    )
+    from mindvis.evaluation.nsd_suite import batched_features, nsd_metrics
+    from mindvis.utils.seeding import seed_everything
+
+    rng = seed_everything(cfg.seed)
+    n_test, k_sets = samples.shape[:2]
+    if judge is None:
+        judge = J.load_judge(cfg.judge, cfg.judge_weights, "evaluate.judge_weights")
+    judge.to(cfg.device)
+    metrics: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    counts = {"n_test": int(n_test), "k_samples": int(k_sets), "image_size": [int(s) for s in samples.shape[2:4]]}
+    log.info("evaluating %d test items x %d samples of %s px", n_test, k_sets, counts["image_size"])
+
+    # --- judge: n-way top-1 -------------------------------------------------------------
+    gt_probs, gt_feats = judge.run(ground_truth, cfg.batch_size)
+    flat_probs, flat_feats = judge.run(samples.reshape(-1, *samples.shape[2:]), cfg.batch_size)
+    gen_probs = flat_probs.reshape(n_test, k_sets, -1)
+    gen_feats = flat_feats.reshape(n_test, k_sets, -1)
+    metrics.update(_nway_records(gen_probs, gt_probs, cfg, rng))
+    if test_labels is not None:
+        agree = float(np.mean(gt_probs.argmax(1) == test_labels))
+        metrics["judge_gt_accuracy"] = _record(
+            agree, "judge acc. on GT", "Judge argmax on the ground-truth images vs the dataset labels: how well the "
+            "judge itself knows the test stimuli (not a decoding metric).", 1.0 / judge.n_classes, True,
+        )
+
+    # --- pixels: pair-wise identification + raw means ---------------------------------
+    pixel_sets = [pairwise_pixel_identification(samples[:, k], ground_truth, with_ssim=cfg.ssim) for k in range(k_sets)]
+    metrics.update(_pixel_records(pixel_sets, k_sets))
+    if not cfg.ssim:
+        skipped["identification_ssim"] = "switched off (evaluate.ssim: false)"
+
+    # --- LPIPS identification ------------------------------------------------------------
+    if cfg.alexnet_weights:
+        keys = ("evaluate.alexnet_weights", "evaluate.lpips_weights")
+        lpips = J.load_lpips(cfg.alexnet_weights, cfg.lpips_weights, keys)
+        lpips.to(cfg.device)
+        gts_t = torch.from_numpy(ground_truth).permute(0, 3, 1, 2).to(cfg.device)
+        rates = []
+        for k in range(k_sets):
+            preds_t = torch.from_numpy(np.ascontiguousarray(samples[:, k])).permute(0, 3, 1, 2).to(cfg.device)
+            # One row = one generated image against every ground truth: n forwards of batch n.
+            m = np.stack([lpips(p[None].expand_as(gts_t), gts_t).cpu().numpy() for p in preds_t])
+            rates.append(float(identification_rates(m, higher_is_better=False).mean()))
+        metrics["identification_lpips"] = _per_set_record(
+            rates, "ID LPIPS", f"Pair-wise identification by LPIPS (AlexNet, v0.1 linear weights): {ID_RULE} "
+            "(lower LPIPS).", 0.5, True,
+        )
+    else:
+        skipped["identification_lpips"] = (
+            "needs AlexNet weights (evaluate.alexnet_weights, alexnet-owt-7be5be79.pth): not configured"
+        )
+
+    # --- FID ------------------------------------------------------------------------------
+    if cfg.judge_fid:
+        fid = fid_over_sample_sets(ground_truth, samples, J.JudgeFeatures(judge), cfg.batch_size)
+        metrics["fid_judge_features"] = _record(
+            fid["mean"], "FID (judge feat.)",
+            f"judge-features FID, not comparable to Inception FID: Fréchet distance between the ground-truth set "
+            f"and each sample set in the judge's {judge.feature_dim}-d penultimate features (torchmetrics "
+            "FrechetInceptionDistance with the judge as feature extractor). Value: mean over the K sets; 'best' = "
+            "min; 'pooled' = all K*n samples vs the ground truth.",
+            None, False, best=fid["min"], per_set=fid["per_set"], pooled=fid["pooled"], features=judge.feature_dim,
+        )
+    if cfg.inception_weights:
+        for dims, name, label, what in (
+            (2048, "fid_inception_2048", "FID (Inception 2048)", "standard 2048-d Inception-v3 pool features"),
+            (64, "fid_inception_64_reference", "FID-64 (reference)",
+             "the reference's 64-d variant (Inception first max-pool block; NOT comparable with standard FID)"),
+        ):
+            ext = J.load_inception(cfg.inception_weights, "evaluate.inception_weights", dims=dims).to(cfg.device)
+            fid = fid_over_sample_sets(ground_truth, samples, ext, cfg.batch_size)
+            metrics[name] = _record(
+                fid["mean"], label, f"FID with {what}; torchvision Inception-v3 IMAGENET1K_V1 weights (not the TF "
+                f"FID-Inception port), 299 px bilinear, over {n_test} images per set. Value: mean over the K sets; "
+                "'best' = min; 'pooled' = all K*n samples vs the ground truth.",
+                None, False, best=fid["min"], per_set=fid["per_set"], pooled=fid["pooled"], features=dims,
+            )
+    else:
+        note = (
+            "needs Inception-v3 weights (evaluate.inception_weights, inception_v3_google-0cc3c7bd.pth): not configured"
+        )
+        skipped["fid_inception_2048"] = note
+        skipped["fid_inception_64_reference"] = note
+
+    # --- NSD-style suite --------------------------------------------------------------------
+    if cfg.nsd_suite:
+        extractors, missing = _nsd_extractors(cfg, J, batched_features)
+        skipped.update(missing)
+        cache: dict[str, dict] = {}
+        sets = [nsd_metrics(samples[:, k], ground_truth, extractors, cache) for k in range(k_sets)]
+        for k, one in enumerate(sets):  # the judge's features are already computed above
+            one["two_way_judge"] = two_way_identification(gen_feats[:, k], gt_feats)
+        for name in sets[0]:
+            label, definition, chance = _NSD_SPEC.get(name, (name, name, 0.5))
+            metrics[f"nsd_{name}"] = _per_set_record([s[name] for s in sets], label, definition, chance, True)
+
+    judge_info = judge.describe()
+    if cfg.judge_weights:
+        judge_info["path"] = str(cfg.judge_weights)
+    return {
+        "format": METRICS_FORMAT,
+        **(identity or {}),
+        "protocol": cfg.protocol,
+        **counts,
+        "judge": judge_info,
+        "metrics": metrics,
+        "skipped": skipped,
+    }
+
+
+_NSD_SPEC = {
+    "pixcorr": ("PixCorr", "NSD suite: mean Pearson correlation of flattened pixels, each generated image vs its "
+                "own ground truth (native resolution).", None),
+    "ssim_gray": ("SSIM (gray)", "NSD suite: mean grayscale SSIM (skimage rgb2gray; gaussian window sigma 1.5, "
+                  "population covariance, data_range 1).", None),
+    "two_way_alexnet_2": ("2-way AlexNet(2)", "NSD suite: 2-way identification (feature correlation) on AlexNet "
+                          "features.4 (layer 2).", 0.5),
+    "two_way_alexnet_5": ("2-way AlexNet(5)", "NSD suite: 2-way identification on AlexNet features.11 (layer 5).", 0.5),
+    "two_way_inception": ("2-way Inception", "NSD suite: 2-way identification on InceptionV3 global-pool features "
+                          "(342 px input).", 0.5),
+    "two_way_clip": ("2-way CLIP", "NSD suite: 2-way identification on the CLIP ViT-L/14 image embedding.", 0.5),
+    "two_way_judge": ("2-way judge feat.", "2-way identification on the judge's penultimate features (the demo's "
+                      "stand-in for a semantic network; not an NSD-paper metric).", 0.5),
+}
+
+
+def _nsd_extractors(cfg: EvaluateConfig, J, batched_features):
+    """name -> function(images) -> {feature name: array}; plus notes for the networks not configured."""
+    extractors, missing = {}, {}
+    if cfg.alexnet_weights:
+        alex = J.AlexNetLayers(J.load_alexnet(cfg.alexnet_weights, "evaluate.alexnet_weights")).to(cfg.device)
+        extractors["alexnet"] = lambda imgs: batched_features(alex, imgs, cfg.batch_size)
+    else:
+        missing["nsd_two_way_alexnet_2"] = missing["nsd_two_way_alexnet_5"] = (
+            "needs AlexNet weights (evaluate.alexnet_weights): not configured"
+        )
+    if cfg.inception_weights:
+        inc = J.load_inception(cfg.inception_weights, "evaluate.inception_weights", dims=2048, resize=342)
+        inc.to(cfg.device)
+        extractors["inception"] = lambda imgs: {"inception": batched_features(inc, imgs, cfg.batch_size)["features"]}
+    else:
+        missing["nsd_two_way_inception"] = "needs Inception-v3 weights (evaluate.inception_weights): not configured"
+    if cfg.clip_weights:
+        clip = J.load_clip(cfg.clip_weights, "evaluate.clip_weights", arch=cfg.clip_arch).to(cfg.device)
+        extractors["clip"] = lambda imgs: {"clip": batched_features(clip, imgs, cfg.batch_size)["features"]}
+    else:
+        missing["nsd_two_way_clip"] = "needs CLIP ViT-L/14 weights (evaluate.clip_weights): not configured"
+    return extractors, missing
+
+
+# ----------------------------------------------------------------------------- flat view and grid
+
+
+def flat_metrics(doc: dict) -> dict[str, float]:
+    """name -> headline value (and name.best / name.pooled), for MLflow."""
+    flat = {}
+    for name, rec in doc["metrics"].items():
+        flat[name] = rec["value"]
+        for extra in ("best", "pooled"):
+            if extra in rec:
+                flat[f"{name}.{extra}"] = rec[extra]
+    return flat
+
+
+def grid_image(samples: np.ndarray, ground_truth: np.ndarray, rows: int, gap: int = 2) -> np.ndarray:
+    """uint8 grid: one row per test item (evenly spaced over the set): ground truth | K samples.
+
+    A wider white gap separates the ground truth from the samples.
+    """
+    n, k, h, w, _ = samples.shape
+    idx = np.unique(np.linspace(0, n - 1, min(rows, n)).round().astype(int))
+    width = (k + 1) * w + (k + 2) * gap + 2 * gap
+    height = len(idx) * h + (len(idx) + 1) * gap
+    grid = np.full((height, width, 3), 255, dtype=np.uint8)
+    for r, i in enumerate(idx):
+        y = gap + r * (h + gap)
+        grid[y : y + h, gap : gap + w] = ground_truth[i]
+        for j in range(k):
+            x = 3 * gap + w + gap + j * (w + gap)
+            grid[y : y + h, x : x + w] = samples[i, j]
+    return grid

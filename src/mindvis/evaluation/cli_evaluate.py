@@ -1,0 +1,68 @@
+"""Score one dataset/subject's generated samples: n-way top-1 (the reference's
+Monte-Carlo value and its exact expectation), pair-wise identification (MSE, PCC,
+colour SSIM, LPIPS when AlexNet weights are configured), raw means of PCC and SSIM,
+FID (judge features in the demo; Inception 2048-d and the reference's 64-d variant
+when Inception weights are configured) and the NSD-style suite.
+
+--samples: npz with `samples` uint8 (n_test, K, H, W, 3), `ground_truth` uint8
+(n_test, H, W, 3) and optionally `test_labels` (n_test,).
+Writes --out (metrics.json: every metric with its definition, chance level and the
+metrics skipped for want of weights) and, with --grid-out, a PNG grid
+(ground truth | K samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from mindvis.config import load_section
+from mindvis.evaluation import EvaluateConfig, evaluate_samples, flat_metrics, grid_image, load_samples
+from mindvis.tracking import tracker_for
+from mindvis.tracking.job import parse_wildcards
+from mindvis.utils.atomic import write_json
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--samples", required=True, help="samples.npz from the generate step")
+    parser.add_argument("--out", required=True, help="metrics.json to write")
+    parser.add_argument(
+        "--judge", default=None, help="judge weight file (overrides the config's judge_weights), e.g. judge.pt"
+    )
+    parser.add_argument("--grid-out", default=None, help="also write the reconstruction grid PNG here")
+    parser.add_argument("--dataset", default=None, help="dataset name for the report (default: the 'dataset' wildcard)")
+    parser.add_argument("--subject", default=None, help="subject for the report (default: the 'subject' wildcard)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from mindvis.utils.atomic import atomic_path
+
+    cfg = load_section(EvaluateConfig, args.config, args.overrides)
+    if args.judge:
+        cfg.judge_weights = args.judge
+    wildcards = parse_wildcards(args.wildcards or [])
+    dataset = args.dataset or wildcards.get("dataset")
+    subject = args.subject or wildcards.get("subject")
+    with tracker_for(args, cfg, dataset=dataset, subject=subject) as tracker:
+        samples, gt, labels = load_samples(args.samples)
+        identity = {"dataset": dataset, "subject": subject, "samples_file": str(args.samples)}
+        doc = evaluate_samples(samples, gt, cfg, test_labels=labels, identity=identity)
+        write_json(args.out, doc)
+        tracker.set_tags({"protocol": cfg.protocol, "judge": cfg.judge})
+        tracker.log_metrics(flat_metrics(doc))
+        tracker.log_artifact(args.out)
+        grid = grid_image(samples, gt, cfg.grid_rows)
+        if args.grid_out:
+            with atomic_path(args.grid_out) as tmp:
+                Image.fromarray(grid).save(tmp, format="PNG")
+        tracker.log_image(grid, "reconstructions.png")
+        for name, rec in doc["metrics"].items():
+            chance = f" (chance {rec['chance']:.3g})" if rec.get("chance") is not None else ""
+            log.info("%-28s %.4f%s", name, rec["value"], chance)
+        for name, why in doc["skipped"].items():
+            log.info("%-28s skipped: %s", name, why)
+    return 0
