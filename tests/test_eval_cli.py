@@ -148,3 +148,18 @@ def test_report_cli_over_evaluate_outputs(workdir):
     text = out.read_text()
     assert "god / subject 1" in text and "quoted, not measured here" in text
     assert text.count("data:image/png;base64,") == 1 and "https://" not in text
+
+
+def test_grid_layout_and_downscale():
+    from mindvis.evaluation import grid_image
+
+    rng = np.random.default_rng(0)
+    samples = rng.integers(0, 256, (7, 2, 32, 32, 3), dtype=np.uint8)
+    gt = rng.integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    g = grid_image(samples, gt, rows=3)  # items 0, 3, 6
+    assert g.shape == (3 * 32 + 4 * 2, 3 * 32 + 6 * 2, 3)
+    np.testing.assert_array_equal(g[36:68, 2:34], gt[3])  # row 1 = item 3: ground truth first
+    np.testing.assert_array_equal(g[36:68, 40:72], samples[3, 0])  # after a 6 px gap, the samples
+    np.testing.assert_array_equal(g[36:68, 74:106], samples[3, 1])
+    small = grid_image(samples, gt, rows=3, cell_max=16)
+    assert small.shape == (3 * 16 + 4 * 2, 3 * 16 + 6 * 2, 3)

@@ -131,6 +131,19 @@ def test_changed_raw_subject_file_reruns_only_that_subject(done_workdir):
         os.utime(raw, (stat.st_atime, stat.st_mtime))
 
 
+def test_changed_hcp_run_reruns_its_subject_and_pretraining(done_workdir):
+    run = next((done_workdir / "data/raw/hcp/sim01").rglob("*REST1_LR*.dtseries.nii"))
+    original = run.read_bytes()
+    stat = run.stat()
+    run.write_bytes(original[:-4] + bytes(4))  # the last sample of the data block differs
+    _touch_later(run)
+    try:
+        assert planned_jobs(done_workdir) == {("preprocess_hcp", frozenset({("subject", "sim01")}))} | _STAGE_A_ALL
+    finally:
+        run.write_bytes(original)
+        os.utime(run, (stat.st_atime, stat.st_mtime))
+
+
 def test_touched_but_unchanged_file_reruns_nothing(done_workdir):
     # Snakemake compares checksums of small inputs whose mtime changed.
     raw = done_workdir / "data/raw/god/Subject1.h5"

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         tracker.set_tags({"protocol": cfg.protocol, "judge": cfg.judge})
         tracker.log_metrics(flat_metrics(doc))
         tracker.log_artifact(args.out)
-        grid = grid_image(samples, gt, cfg.grid_rows)
+        grid = grid_image(samples, gt, cfg.grid_rows, cell_max=cfg.grid_cell_max)
         if args.grid_out:
             with atomic_path(args.grid_out) as tmp:
                 Image.fromarray(grid).save(tmp, format="PNG")

@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
-
 from mindvis.config import load_section
-from mindvis.evaluation.report import gather_inputs, write_report
+from mindvis.evaluation.report import ReportConfig, gather_inputs, write_report
 from mindvis.tracking import tracker_for
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReportConfig:
-    title: str = "mindvis results"  # the page's title
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

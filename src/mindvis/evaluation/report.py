@@ -61,6 +61,11 @@ RATE_METRICS = {
 
 
 @dataclass
+class ReportConfig:
+    title: str = "mindvis results"  # the page's title
+
+
+@dataclass
 class QuotedRow:
     """A published number, shown for context only."""
 
