@@ -61,6 +61,7 @@ def test_judge_features_fid_self_zero_and_per_set_summary():
     samples = np.stack([gt, _imgs(12, 5, shift=40)], axis=1)  # set 0 = the ground truth itself
     res = fid_over_sample_sets(gt, samples, JudgeFeatures(judge))
     assert res["per_set"][0] == pytest.approx(0.0, abs=1e-6)
+    assert res["per_set"][1] == pytest.approx(frechet_distance(gt, samples[:, 1], JudgeFeatures(judge)), rel=1e-6)
     assert res["per_set"][1] > 0
     assert res["min"] == res["per_set"][0] and res["mean"] == pytest.approx(np.mean(res["per_set"]))
 

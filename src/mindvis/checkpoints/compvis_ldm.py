@@ -299,7 +299,9 @@ def schedule_from_buffers(state: Mapping[str, torch.Tensor], path=None) -> Sched
     betas = state["betas"].double()
     start, end, steps = float(betas[0]), float(betas[-1]), int(betas.numel())
     scale = float(state["scale_factor"]) if "scale_factor" in state else 1.0
-    spec = ScheduleSpec(timesteps=steps, linear_start=round(start, 10), linear_end=round(end, 10), scale_factor=scale)
+    # stored as float32: keep 6 significant digits (0.0195000004 -> 0.0195)
+    spec = ScheduleSpec(timesteps=steps, linear_start=float(f"{start:.6g}"), linear_end=float(f"{end:.6g}"),
+                        scale_factor=scale)
     expected = schedule_buffers(spec)["betas"].double()
     if not torch.allclose(betas, expected, rtol=1e-4, atol=1e-7):
         raise InputDataError(path, "the checkpoint's betas are not linear in sqrt space "

@@ -17,5 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess-bold5000": ("mindvis.preprocess.cli_bold5000", "BOLD5000 GLMsingle betas -> per-ROI arrays + npz"),
     "pretrain-mbm": ("mindvis.training.cli_pretrain", "stage A1: SC-MBM pre-training"),
     "finetune-mbm": ("mindvis.training.cli_finetune", "stage A2: SC-MBM fine-tuning on one dataset/subject"),
+    "train-judge": ("mindvis.evaluation.cli_train_judge", "train the embedded default's judge (small CNN) on the stimulus set"),
+    "evaluate": ("mindvis.evaluation.cli_evaluate", "score generated samples: n-way top-1, identification, FID, NSD suite"),
+    "report": ("mindvis.evaluation.cli_report", "one self-contained HTML report across datasets and subjects"),
     "inspect": ("mindvis.cli.inspect_cmd", "print what an npz / h5 / checkpoint file holds"),
 }

@@ -152,7 +152,7 @@ def _nway_records(gen_probs, gt_probs, cfg: EvaluateConfig, rng) -> dict[str, di
     }
 
 
-def _pixel_records(per_set: list[dict], k_sets: int) -> dict[str, dict]:
+def _pixel_records(per_set: list[dict]) -> dict[str, dict]:
     out = {}
     spec = {
         "identification_mse": ("ID MSE", f"Pair-wise identification by pixel MSE (float, 0..255 scale): {ID_RULE} "
@@ -219,6 +219,12 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
     if judge is None:
         judge = J.load_judge(cfg.judge, cfg.judge_weights, "evaluate.judge_weights")
     judge.to(cfg.device)
+    # Each optional network is read once (a missing configured file fails here, before any work).
+    alexnet = inception = None
+    if cfg.alexnet_weights:
+        alexnet = J.load_alexnet(cfg.alexnet_weights, "evaluate.alexnet_weights")
+    if cfg.inception_weights:
+        inception = J.load_inception_net(cfg.inception_weights, "evaluate.inception_weights")
     metrics: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     counts = {"n_test": int(n_test), "k_samples": int(k_sets), "image_size": [int(s) for s in samples.shape[2:4]]}
@@ -239,14 +245,14 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
 
     # --- pixels: pair-wise identification + raw means ---------------------------------
     pixel_sets = [pairwise_pixel_identification(samples[:, k], ground_truth, with_ssim=cfg.ssim) for k in range(k_sets)]
-    metrics.update(_pixel_records(pixel_sets, k_sets))
+    metrics.update(_pixel_records(pixel_sets))
     if not cfg.ssim:
         skipped["identification_ssim"] = "switched off (evaluate.ssim: false)"
 
     # --- LPIPS identification ------------------------------------------------------------
-    if cfg.alexnet_weights:
+    if alexnet is not None:
         keys = ("evaluate.alexnet_weights", "evaluate.lpips_weights")
-        lpips = J.load_lpips(cfg.alexnet_weights, cfg.lpips_weights, keys)
+        lpips = J.load_lpips(cfg.alexnet_weights, cfg.lpips_weights, keys, alexnet=alexnet)
         lpips.to(cfg.device)
         gts_t = torch.from_numpy(ground_truth).permute(0, 3, 1, 2).to(cfg.device)
         rates = []
@@ -275,13 +281,13 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
             "min; 'pooled' = all K*n samples vs the ground truth.",
             None, False, best=fid["min"], per_set=fid["per_set"], pooled=fid["pooled"], features=judge.feature_dim,
         )
-    if cfg.inception_weights:
+    if inception is not None:
         for dims, name, label, what in (
             (2048, "fid_inception_2048", "FID (Inception 2048)", "standard 2048-d Inception-v3 pool features"),
             (64, "fid_inception_64_reference", "FID-64 (reference)",
              "the reference's 64-d variant (Inception first max-pool block; NOT comparable with standard FID)"),
         ):
-            ext = J.load_inception(cfg.inception_weights, "evaluate.inception_weights", dims=dims).to(cfg.device)
+            ext = J.InceptionFeatures(inception, dims=dims, resize=299).to(cfg.device)
             fid = fid_over_sample_sets(ground_truth, samples, ext, cfg.batch_size)
             metrics[name] = _record(
                 fid["mean"], label, f"FID with {what}; torchvision Inception-v3 IMAGENET1K_V1 weights (not the TF "
@@ -298,7 +304,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
 
     # --- NSD-style suite --------------------------------------------------------------------
     if cfg.nsd_suite:
-        extractors, missing = _nsd_extractors(cfg, J, batched_features)
+        extractors, missing = _nsd_extractors(cfg, J, batched_features, alexnet, inception)
         skipped.update(missing)
         cache: dict[str, dict] = {}
         sets = [nsd_metrics(samples[:, k], ground_truth, extractors, cache) for k in range(k_sets)]
@@ -338,19 +344,18 @@ _NSD_SPEC = {
 }
 
 
-def _nsd_extractors(cfg: EvaluateConfig, J, batched_features):
+def _nsd_extractors(cfg: EvaluateConfig, J, batched_features, alexnet, inception):
     """name -> function(images) -> {feature name: array}; plus notes for the networks not configured."""
     extractors, missing = {}, {}
-    if cfg.alexnet_weights:
-        alex = J.AlexNetLayers(J.load_alexnet(cfg.alexnet_weights, "evaluate.alexnet_weights")).to(cfg.device)
+    if alexnet is not None:
+        alex = J.AlexNetLayers(alexnet).to(cfg.device)
         extractors["alexnet"] = lambda imgs: batched_features(alex, imgs, cfg.batch_size)
     else:
         missing["nsd_two_way_alexnet_2"] = missing["nsd_two_way_alexnet_5"] = (
             "needs AlexNet weights (evaluate.alexnet_weights): not configured"
         )
-    if cfg.inception_weights:
-        inc = J.load_inception(cfg.inception_weights, "evaluate.inception_weights", dims=2048, resize=342)
-        inc.to(cfg.device)
+    if inception is not None:
+        inc = J.InceptionFeatures(inception, dims=2048, resize=342).to(cfg.device)
         extractors["inception"] = lambda imgs: {"inception": batched_features(inc, imgs, cfg.batch_size)["features"]}
     else:
         missing["nsd_two_way_inception"] = "needs Inception-v3 weights (evaluate.inception_weights): not configured"

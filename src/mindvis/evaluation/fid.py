@@ -30,6 +30,13 @@ def _batches(images: np.ndarray, batch_size: int):
         yield torch.from_numpy(block).permute(0, 3, 1, 2)  # uint8 (b, 3, H, W), as torchmetrics expects
 
 
+def _check_set(images: np.ndarray, name: str) -> None:
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise InputDataError(None, f"FID: {name} images must be uint8 (n, H, W, 3), got {images.dtype} {images.shape}")
+    if len(images) < 2:
+        raise InputDataError(None, f"FID needs at least 2 {name} images, got {len(images)}")
+
+
 def _device_of(module: nn.Module) -> torch.device:
     """Where the extractor computes: its parameters' device, or its own `device` attribute."""
     param = next(module.parameters(), None)
@@ -46,11 +53,8 @@ def frechet_distance(
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    for name, imgs in (("real", real_images), ("generated", fake_images)):
-        if imgs.ndim != 4 or imgs.shape[-1] != 3 or imgs.dtype != np.uint8:
-            raise InputDataError(None, f"FID: {name} images must be uint8 (n, H, W, 3), got {imgs.dtype} {imgs.shape}")
-        if len(imgs) < 2:
-            raise InputDataError(None, f"FID needs at least 2 {name} images, got {len(imgs)}")
+    _check_set(real_images, "real")
+    _check_set(fake_images, "generated")
     device = _device_of(extractor)
     metric = FrechetInceptionDistance(feature=extractor, normalize=False).to(device)
     with torch.no_grad():
@@ -69,10 +73,25 @@ def fid_over_sample_sets(
     """FID of each of the K sample sets against the ground truth (mean and min over sets), and of
     all K*n generated images pooled against the ground truth.
 
-    ground_truth: (n, H, W, 3) uint8; samples: (n, K, H, W, 3) uint8.
+    ground_truth: (n, H, W, 3) uint8; samples: (n, K, H, W, 3) uint8. The ground truth's
+    features are extracted once (torchmetrics' reset_real_features=False keeps them).
     """
-    per_set = [frechet_distance(ground_truth, samples[:, k], extractor, batch_size) for k in range(samples.shape[1])]
-    pooled = frechet_distance(ground_truth, samples.reshape(-1, *samples.shape[2:]), extractor, batch_size)
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    _check_set(ground_truth, "real")
+    device = _device_of(extractor)
+    metric = FrechetInceptionDistance(feature=extractor, normalize=False, reset_real_features=False).to(device)
+    per_set = []
+    with torch.no_grad():
+        for batch in _batches(ground_truth, batch_size):
+            metric.update(batch.to(device), real=True)
+        for k in range(samples.shape[1]):
+            _check_set(samples[:, k], "generated")
+            for batch in _batches(samples[:, k], batch_size):
+                metric.update(batch.to(device), real=False)
+            per_set.append(max(float(metric.compute()), 0.0))
+            metric.reset()  # drops the generated features only
+        pooled = frechet_distance(ground_truth, samples.reshape(-1, *samples.shape[2:]), extractor, batch_size)
     return {
         "per_set": per_set,
         "mean": float(np.mean(per_set)),

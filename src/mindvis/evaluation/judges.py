@@ -105,7 +105,8 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path, w
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise InputDataError(path, f"not {what} weights: {str(exc).splitlines()[0]}") from None
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3])  # line 0 is a generic header
+        raise InputDataError(path, f"not {what} weights: {detail[:400]}") from None
 
 
 def nhwc_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -216,7 +217,7 @@ class SmallCNN(nn.Module):
         flat = x.reshape(n, c, h * w)
         flat = flat - flat.mean(dim=2, keepdim=True)
         cov = flat @ flat.transpose(1, 2) / (h * w)  # (n, 3, 3)
-        axis = torch.linalg.eigh(cov + 1e-8 * torch.eye(c, dtype=x.dtype))[1][:, :, -1]  # largest eigenvalue
+        axis = torch.linalg.eigh(cov + 1e-8 * torch.eye(c, dtype=x.dtype, device=x.device))[1][:, :, -1]  # top PC
         proj = (axis[:, :, None] * flat).sum(dim=1).reshape(n, 1, h, w)
         proj = proj / (proj.flatten(1).std(dim=1).view(n, 1, 1, 1) + 1e-3)
         border = torch.cat([proj[..., 0, :], proj[..., -1, :], proj[..., :, 0], proj[..., :, -1]], dim=-1).mean(-1)
@@ -297,6 +298,11 @@ class ViTH14Judge(Judge):
         self.model = model.eval()
         self.n_classes = self.head.head.out_features
         self.feature_dim = self.head.head.in_features
+
+    def to(self, device: str | torch.device) -> ViTH14Judge:
+        self.model.to(device)
+        self.head.to(device)
+        return self
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         return self.transform(x)
@@ -382,13 +388,18 @@ class InceptionFeatures(nn.Module):
         return n.avgpool(x).flatten(1)
 
 
-def load_inception(path: str | Path | None, config_key: str, dims: int = 2048, resize: int = 299) -> InceptionFeatures:
+def load_inception_net(path: str | Path | None, config_key: str) -> nn.Module:
+    """torchvision Inception-v3 with IMAGENET1K_V1 weights from a local file (transform_input off: we scale)."""
     from torchvision.models import inception_v3
 
     path = require_file(path, config_key, TORCHVISION_SOURCE.format(url=INCEPTION_URL))
     net = inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=False)
     _load_strict(net, load_weight_file(path), path, "torchvision Inception-v3 (IMAGENET1K_V1)")
-    return InceptionFeatures(net, dims=dims, resize=resize)
+    return net.eval()
+
+
+def load_inception(path: str | Path | None, config_key: str, dims: int = 2048, resize: int = 299) -> InceptionFeatures:
+    return InceptionFeatures(load_inception_net(path, config_key), dims=dims, resize=resize)
 
 
 class AlexNetLayers(nn.Module):
@@ -484,14 +495,26 @@ class LpipsAlex(nn.Module):
         self.net.net.load_state_dict(backbone, strict=True)
         self.net.eval()
 
+    MIN_SIDE = 64  # AlexNet's smallest usable input (torchvision meta: min_size 63)
+
     @torch.no_grad()
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Distances (n,) between uint8 (n, 3, H, W) image batches a and b."""
-        return self.net(a.float() / 255.0, b.float() / 255.0, normalize=True).flatten()
+        """Distances (n,) between uint8 (n, 3, H, W) image batches a and b (native resolution;
+        images smaller than 64 px are upsampled bilinearly to 64 px first)."""
+        a, b = a.float() / 255.0, b.float() / 255.0
+        if min(a.shape[-2:]) < self.MIN_SIDE:
+            scale = self.MIN_SIDE / min(a.shape[-2:])
+            size = (round(a.shape[-2] * scale), round(a.shape[-1] * scale))
+            a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+            b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
+        return self.net(a, b, normalize=True).flatten()
 
 
-def load_lpips(alexnet_path: str | Path | None, lpips_path: str | Path | None, keys: tuple[str, str]) -> LpipsAlex:
-    net = load_alexnet(alexnet_path, keys[0])
+def load_lpips(
+    alexnet_path: str | Path | None, lpips_path: str | Path | None, keys: tuple[str, str], alexnet: nn.Module = None
+) -> LpipsAlex:
+    """LPIPS from local files; `alexnet` (already loaded) saves reading the AlexNet file again."""
+    net = alexnet if alexnet is not None else load_alexnet(alexnet_path, keys[0])
     lin = None
     if lpips_path not in (None, ""):
         lin = require_file(lpips_path, keys[1], "the LPIPS v0.1 `alex.pth` linear weights (as in the lpips package).")

@@ -15,8 +15,8 @@ clipping; fp32 on CPU, mixed precision on GPU.
 Determinism and resuming (as stage A): the item order of epoch e comes from
 (seed, e), every random draw of step s (crops, noise, diffusion steps,
 condition dropout, codebook restarts) from a generator seeded by (seed, s).
-Every `checkpoint_every_steps` steps, at each epoch end, on SIGTERM and at
-the end, the trainable parameters, optimizer, scaler, history, the best
+Every `checkpoint_every_steps` steps, on SIGTERM and at the end, the
+trainable parameters, optimizer, scaler, history, the best
 checkpoint so far and the RNG states go atomically to `<out>.resume.pt`;
 rerunning the same command resumes and ends with exactly the weights of an
 uninterrupted run. The output file is written last, atomically.
@@ -108,7 +108,7 @@ class AutoencoderConfig(LdmLoopConfig):
     """`stage_b: autoencoder:` (embedded demo only). Loss: L1 + mse_weight x MSE + VQ codebook/commitment."""
 
     model: LdmModelConfig = field(default_factory=LdmModelConfig)  # only the vq_* keys and image_size matter
-    epochs: int = 60
+    epochs: int = 100
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -481,8 +481,6 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
                 picture = hooks.grid(epoch + 1)
                 if picture is not None:
                     tracker.log_image(picture, f"{desc}_epoch{epoch + 1:04d}.png")
-            if not last:
-                save_state()  # epoch ends are natural resume points (selection state included)
 
     save_state()  # a crash while exporting still resumes at the end
     export(history)
