@@ -483,8 +483,15 @@ class LpipsAlex(nn.Module):
             from torchmetrics.functional.image.lpips import _NoTrainLpips
         except ImportError as exc:  # the private class moved: say so instead of a deep traceback
             raise InputDataError(None, f"this torchmetrics version has no _NoTrainLpips ({exc}); LPIPS unavailable")
+        # `pretrained` here means "load LPIPS's linear layers" (from lpips_path or the file
+        # inside torchmetrics: local either way); pnet_rand=True keeps the backbone from
+        # being downloaded: it is filled from the local AlexNet file below.
+        load_linear_layers = True
         self.net = _NoTrainLpips(
-            net="alex", pretrained=True, pnet_rand=True, model_path=None if lpips_path is None else str(lpips_path)
+            net="alex",
+            pretrained=load_linear_layers,
+            pnet_rand=True,
+            model_path=None if lpips_path is None else str(lpips_path),
         )
         # torchmetrics splits AlexNet's `features` into slice1..5 keeping the original indices.
         backbone = {}
