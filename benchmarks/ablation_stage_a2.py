@@ -3,8 +3,12 @@
 Both runs use the same architecture and tokens (those of the A1 checkpoint),
 the same subject rows, config, seed and step budget; "scratch" only replaces
 the pre-trained weights by a fresh initialisation. Printed: the held-out
-masked-voxel correlation before and after A2 for both, and the per-voxel-mean
-baseline. Works on any GOD sbj_N.npz or BOLD5000 CSI{n}.npz:
+masked-voxel quality before and after A2 for both, and the per-voxel-mean
+baseline (definitions in mindvis.training.mbm_trainer: masked_corr is the
+pooled r beyond the per-voxel training mean, masked_r2 the share of the
+baseline's squared error removed; a voxel counts only when all its
+wrap-padding copies were masked, so copying a visible copy earns nothing).
+Works on any GOD sbj_N.npz or BOLD5000 CSI{n}.npz:
 
     python benchmarks/ablation_stage_a2.py --pretrained results/.../fmri_encoder.pth \\
         --npz data/Kamitani/npz/sbj_3.npz --dataset god --set epochs=15 --json ablation.json
@@ -44,16 +48,19 @@ def main() -> None:
                                          from_scratch=scratch, info={"npz": str(args.npz)})
             summary["seconds"] = time.perf_counter() - t0
             results[name] = summary
-    base = results["from_A1"]["voxel_mean_baseline_corr"]
+    first = results["from_A1"]
     print(f"{args.npz} ({args.dataset}, protocol {cfg.protocol}, {cfg.epochs} epochs, "
-          f"{results['from_A1']['steps']} steps, {results['from_A1']['n_train']} rows, "
-          f"{results['from_A1']['n_holdout']} held out)")
-    print(f"per-voxel-mean baseline: held-out masked-voxel r = {base:.3f}")
+          f"{first['steps']} steps, {first['n_train']} rows, {first['n_holdout']} held out, "
+          f"{first['holdout_hidden_voxels']} hidden voxel entries scored)")
+    print(f"per-voxel-mean baseline: masked_corr 0 and masked_r2 0 by definition, held-out loss "
+          f"{first['voxel_mean_baseline_loss']:.4f}, per-sample r {first['voxel_mean_baseline_corr_per_sample']:.3f}")
     for name, s in results.items():
-        print(f"{name:13s} held-out masked-voxel r: before A2 {s['initial_holdout_masked_corr']:.3f} -> after "
-              f"{s['holdout_masked_corr']:.3f}  (held-out loss {s['holdout_loss']:.4f}, {s['seconds']:.1f} s)")
+        print(f"{name:13s} held-out masked_corr: before A2 {s['initial_holdout_masked_corr']:.3f} -> after "
+              f"{s['holdout_masked_corr']:.3f}; masked_r2 {s['initial_holdout_masked_r2']:.3f} -> "
+              f"{s['holdout_masked_r2']:.3f}; per-sample r {s['holdout_masked_corr_per_sample']:.3f} "
+              f"(held-out loss {s['holdout_loss']:.4f}, {s['seconds']:.1f} s)")
     gain = results["from_A1"]["holdout_masked_corr"] - results["from_scratch"]["holdout_masked_corr"]
-    print(f"pre-training gain (A1 - scratch) in held-out r: {gain:+.3f}")
+    print(f"pre-training gain (A1 - scratch) in held-out masked_corr: {gain:+.3f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

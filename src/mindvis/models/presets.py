@@ -50,9 +50,11 @@ PRESETS: dict[str, ArchSpec] = {
     # MinD-Vis paper / released checkpoints
     "paper": ArchSpec(patch_size=16, embed_dim=1024, depth=24, num_heads=16, mlp_ratio=1.0,
                       decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
-    # embedded demo: same structure, ~0.2 M parameters
+    # embedded demo: same structure, ~0.16 M parameters (encoder ~0.1 M). The decoder is as wide
+    # as the encoder: at width 32 it learned less of the spatial pattern of the simulated HCP data
+    # on the demo's budget (held-out masked_r2 0.31 vs 0.34, per-sample r 0.29 vs 0.37, 40 epochs)
     "tiny": ArchSpec(patch_size=16, embed_dim=64, depth=4, num_heads=4, mlp_ratio=1.0,
-                     decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=4),
+                     decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4),
 }
 
 

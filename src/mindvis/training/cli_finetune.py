@@ -40,6 +40,7 @@ from mindvis.training.mbm_trainer import (
     prepare_rows,
     split_holdout,
     train_mbm,
+    wrap_sources,
 )
 from mindvis.utils.errors import ConfigError
 from mindvis.utils.seeding import seed_everything
@@ -124,8 +125,10 @@ def finetune_from_rows(pretrained: str | Path, subject: SubjectRows, out: str | 
     )
     if tracker is not None and getattr(tracker, "enabled", True):
         tracker.set_tags({"test_set_exposed": str(exposed).lower(), "protocol": cfg.protocol})
+    # held-out rows are the subject's voxels wrap-padded (and fitted to N tokens): score each voxel once
+    sources = wrap_sources([rows.raw_voxels, rows.padded_voxels, rows.num_voxels])
     summary = train_mbm(model, rows.train, rows.holdout, cfg, out, export, tracker=tracker, env=env,
-                        stop_after_steps=stop_after_steps)
+                        stop_after_steps=stop_after_steps, holdout_sources=sources)
     summary.update(protocol=cfg.protocol, test_set_exposed=exposed, raw_voxels=rows.raw_voxels,
                    padded_voxels=rows.padded_voxels, checkpoint_tokens=probe.checkpoint_tokens,
                    norm_mean=rows.norm.mean, norm_std=rows.norm.std, from_scratch=from_scratch, **(info or {}))
