@@ -20,7 +20,7 @@ from mindvis.models.ldm.presets import (
     ldm_spec_from_dict,
     resolve_ldm_spec,
 )
-from mindvis.models.ldm.unet import build_unet, is_cross_attention_param, unet_eps
+from mindvis.models.ldm.unet import build_unet, is_cross_attention_param, unet_predict
 from mindvis.models.presets import ArchSpec
 from mindvis.utils.errors import ConfigError
 
@@ -64,7 +64,7 @@ def test_paper_preset_is_cin256_v2():
     assert block.attn2.to_k.weight.shape == (960, 512)
     assert sum(p.numel() for p in unet.parameters()) == 400_920_579  # LDM-4 cin: ~400 M
     assert PAPER.vq.latent_size == 64 and PAPER.vq.n_embed == 8192 and PAPER.vq.ch_mult == (1, 2, 4)
-    assert TINY.vq.latent_size == 16 and TINY.unet.sample_size == 16
+    assert TINY.vq.latent_size == 8 and TINY.unet.sample_size == 8
 
 
 def test_model_config_overrides_and_dict_round_trip():
@@ -108,13 +108,13 @@ def test_time_branch_is_added_to_the_time_embedding():
     context = torch.randn(2, 77, 8)
     shift = torch.randn(2, 16)
     with torch.no_grad():
-        via_class_labels = unet_eps(unet, x, t, context, shift)
-        plain = unet_eps(unet, x, t, context, None)
+        via_class_labels = unet_predict(unet, x, t, context, shift)
+        plain = unet_predict(unet, x, t, context, None)
         # the same shift added by hand to the output of the UNet's time embedding
         original = unet.time_embedding.forward
         unet.time_embedding.forward = lambda *a, **k: original(*a, **k) + shift
         try:
-            by_hand = unet_eps(unet, x, t, context, None)
+            by_hand = unet_predict(unet, x, t, context, None)
         finally:
             unet.time_embedding.forward = original
     torch.testing.assert_close(via_class_labels, by_hand, rtol=1e-5, atol=1e-6)
@@ -126,8 +126,8 @@ def test_fmri_changes_prediction_through_time_branch_alone():
     x, t = torch.randn(2, 3, 4, 4), torch.tensor([500, 500])
     cond = model.condition(torch.randn(2, 1, N_TOKENS * 16))
     with torch.no_grad():
-        with_time = model.eps(x, t, cond)
-        without = model.eps(x, t, Condition(cond.context, None))
+        with_time = model.predict(x, t, cond)
+        without = model.predict(x, t, Condition(cond.context, None))
     assert (with_time - without).abs().max() > 1e-3
     assert fmri_model(use_time_cond=False).conditioner.time_branch is None
 
@@ -192,11 +192,11 @@ def test_guidance_formula_and_scale_one_is_the_conditional_model():
     x, t = torch.randn(2, 3, 4, 4), torch.tensor([100, 700])
     cond = model.condition(torch.randn(2, 1, N_TOKENS * 16))
     with torch.no_grad():
-        conditional = unet_eps(model.unet, x, t, cond.context, cond.time_cond)
+        conditional = unet_predict(model.unet, x, t, cond.context, cond.time_cond)
         uncond = model.null_condition(2, "cpu")
-        unconditional = unet_eps(model.unet, x, t, uncond.context, uncond.time_cond)
-        torch.testing.assert_close(model.eps(x, t, cond, guidance_scale=1.0), conditional)
-        torch.testing.assert_close(model.eps(x, t, cond, guidance_scale=2.5),
+        unconditional = unet_predict(model.unet, x, t, uncond.context, uncond.time_cond)
+        torch.testing.assert_close(model.predict(x, t, cond, guidance_scale=1.0), conditional)
+        torch.testing.assert_close(model.predict(x, t, cond, guidance_scale=2.5),
                                    unconditional + 2.5 * (conditional - unconditional), rtol=1e-4, atol=1e-5)
 
 

@@ -49,7 +49,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -393,8 +393,12 @@ def _compvis_yaml(path: Path) -> dict[str, Any]:
     cond = (params.get("cond_stage_config") or {}).get("params") or {}
     if unet.get("num_head_channels", -1) not in (-1, None):
         raise InputDataError(cfg_path, "num_head_channels is set; only a fixed head count (num_heads) is supported")
+    parameterization = params.get("parameterization", "eps")
+    if parameterization not in ("eps", "v"):
+        raise InputDataError(cfg_path, f"parameterization {parameterization!r} is not supported (eps or v)")
     return {"num_heads": unet.get("num_heads"), "latent_size": unet.get("image_size"),
-            "resolution": dd.get("resolution"), "n_classes": cond.get("n_classes")}
+            "resolution": dd.get("resolution"), "n_classes": cond.get("n_classes"),
+            "prediction_type": "epsilon" if parameterization == "eps" else "v_prediction"}
 
 
 # -- whole checkpoints -----------------------------------------------------------------------------
@@ -472,7 +476,9 @@ def read_compvis_ldm(path: str | Path, keep_class_embedder: bool = True) -> Load
         vq_spec = infer_vq_spec(vq, resolution=int(hints.get("resolution") or 256), path=path)
         unet_spec = infer_unet_spec(unet, num_heads=int(hints.get("num_heads") or 1),
                                     sample_size=int(hints.get("latent_size") or vq_spec.latent_size), path=path)
-        spec = LdmSpec(unet=unet_spec, vq=vq_spec, schedule=schedule_from_buffers(sched, path) or ScheduleSpec())
+        schedule = schedule_from_buffers(sched, path) or ScheduleSpec()
+        schedule = replace(schedule, prediction_type=hints.get("prediction_type") or "epsilon")
+        spec = LdmSpec(unet=unet_spec, vq=vq_spec, schedule=schedule)
         spec.validate()
         log.info("%s: architecture read from the tensors' shapes: %s", path, spec_to_dict(spec))
     from_buffers = schedule_from_buffers(sched, path)

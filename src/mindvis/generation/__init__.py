@@ -6,7 +6,7 @@
             (wrap padding, scalar z-score with the TRAINING statistics) and fitted to the
             model's number of voxels; the ground-truth test images resized to the model's size
     output  npz: samples (n_test, K, H, W, 3) uint8, ground_truth (n_test, H, W, 3) uint8,
-            image_index (n_test,) row of test_images, labels (n_test,) when the npz has them,
+            image_index (n_test,) row of test_images, test_labels (n_test,) when the npz has them,
             and the sampler settings (sampler, steps, eta, guidance_scale, seed, n_samples);
             PNG: one row per test image, ground truth | K samples.
 
@@ -84,11 +84,11 @@ class GenerateConfig:
     seed: int = 2022  # sample k of test item i starts from noise seeded by (seed, i, k)
     batch_size: int = 50  # samples denoised together
     quantize_decode: bool = True  # quantise latents before decoding, as CompVis's LDM
-    roi: str | None = "VC"  # GOD ROI (BOLD5000: null = all five ROIs); must match training
+    roi: str | None = None  # ROI; null = the training run's (else the dataset's default: GOD VC, BOLD5000 all)
     max_items: int = 0  # first N test items only (0 = all)
     grid_rows: int = 0  # rows in the PNG grid (0 = all test items)
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads (0 = torch's default)
+    threads: int = 1  # torch CPU threads (0 = torch's default); 1 is fastest for tiny models when jobs share cores
 
 
 def generate_samples(model_path: str | Path, npz: str | Path, out: str | Path, grid: str | Path | None,
@@ -107,8 +107,9 @@ def generate_samples(model_path: str | Path, npz: str | Path, out: str | Path, g
     loaded = load_finetuned(model_path)
     model = loaded.model.to(device).eval()
     spec = model.spec
+    roi = cfg.roi or loaded.mindvis.get("roi")  # the training run's ROI unless the config names one
     pairs = load_pairs(npz, images, dataset, "test", num_voxels=model.conditioner.num_voxels,
-                       image_size=spec.vq.resolution, roi=cfg.roi)
+                       image_size=spec.vq.resolution, roi=roi)
     n = pairs.fmri.shape[0] if cfg.max_items <= 0 else min(cfg.max_items, pairs.fmri.shape[0])
     sampler = SamplerConfig(sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, guidance_scale=cfg.guidance_scale,
                             n_samples=cfg.n_samples, seed=cfg.seed, batch_size=cfg.batch_size,
@@ -123,7 +124,7 @@ def generate_samples(model_path: str | Path, npz: str | Path, out: str | Path, g
               "guidance_scale": np.array(cfg.guidance_scale), "seed": np.array(cfg.seed),
               "n_samples": np.array(cfg.n_samples)}
     if pairs.labels is not None:
-        arrays["labels"] = pairs.labels[:n]
+        arrays["test_labels"] = pairs.labels[:n]
     save_npz(out, **arrays)
     if grid is not None:
         from PIL import Image

@@ -9,7 +9,7 @@ images. Images are written as the reference does: (x + 1) / 2 clamped, x255, uin
 
 Output npz (--out): samples (n_test, K, H, W, 3) uint8, ground_truth
 (n_test, H, W, 3) uint8 (test images resized to the model's size),
-image_index (n_test,), labels (n_test,) when the subject npz has them, and the
+image_index (n_test,), test_labels (n_test,) when the subject npz has them, and the
 sampler settings. PNG (--grid): one row per test image, ground truth | K samples.
 """
 
@@ -32,7 +32,8 @@ def add_arguments(parser) -> None:
                         help="GOD images_256.npz (BOLD5000 keeps its images in the subject npz)")
     parser.add_argument("--dataset", choices=("god", "bold5000"), default="god", help="which reader --npz needs")
     parser.add_argument("--out", type=Path, required=True, help="output npz, e.g. <dir>/samples.npz")
-    parser.add_argument("--grid", type=Path, default=None, help="PNG grid (ground truth | samples), e.g. <dir>/grid.png")
+    parser.add_argument("--grid", type=Path, default=None,
+                        help="PNG grid (ground truth | samples), e.g. <dir>/grid.png")
 
 
 def run(args) -> int:

@@ -15,11 +15,13 @@ LayerNorm in front of it (norm2); everything else is frozen. The fMRI follows
 MinD-Vis's conventions (ROI, wrap padding, one scalar z-score from the
 training fMRI) and is wrap-padded or cut to the encoder's N x 16 voxels.
 
-Protocols (config `protocol`):
+Protocols (config `protocol`), scored every `select_every_epochs` epochs by
+`select_metric` (the diffusion loss at fixed noise, or pair-wise pixel-correlation
+identification of samples):
   clean      (default) hold out `val_fraction` of the training pairs and keep the epoch
-             that reconstructs them best (pair-wise pixel-correlation identification);
-  reference  MinD-Vis's choice: keep the epoch that scores best on the TEST set
-             (the run and the output are tagged test_set_exposed=true).
+             that scores best on them;
+  reference  MinD-Vis's choice: train on all pairs and keep the epoch that scores best on
+             the TEST set (the run and the output are tagged test_set_exposed=true).
 
 Output: <out> in MinD-Vis's finetuned.pth layout (model_state_dict with its key
 names, a plain-dict config, an RNG state), loadable by `generate` and by

@@ -21,12 +21,15 @@ checkpoint so far and the RNG states go atomically to `<out>.resume.pt`;
 rerunning the same command resumes and ends with exactly the weights of an
 uninterrupted run. The output file is written last, atomically.
 
-Checkpoint selection in stage B (`protocol`):
-    clean      a seeded `val_fraction` of the training pairs is held out (not trained on);
-               every `select_every_epochs` epochs, K samples per held-out pair are drawn and
-               scored by pair-wise pixel-correlation identification; the best epoch is kept
+Checkpoint selection in stage B (`protocol`), every `select_every_epochs` epochs:
+    clean      a seeded `val_fraction` of the training pairs is held out (not trained on) and
+               scores the epoch; the best epoch is kept
     reference  MinD-Vis's choice: trains on all pairs and scores on the TEST set; the output
                config and the MLflow run are tagged test_set_exposed=true
+The score (`select_metric`): the diffusion loss of the scoring pairs at fixed noise
+(`loss`, cheap and deterministic), or pair-wise pixel-correlation identification
+of K samples per pair (`pixel_identification`; the reference scores its test-set
+samples with its classification metric).
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ log = logging.getLogger(__name__)
 
 DATASETS = ("god", "bold5000")
 PROTOCOLS = ("clean", "reference")
+SELECT_METRICS = ("loss", "pixel_identification")
 
 
 # -- configs ------------------------------------------------------------------------------------------
@@ -95,11 +99,11 @@ class LdmLoopConfig:
     crop_p: float = 0.5  # probability of the random-crop augmentation
     crop_ratio: float = 0.8  # crop side / image side (reference: 205 of 256 px)
     seed: int = 2022  # seeds init, item order and every random draw of a step
-    checkpoint_every_steps: int = 100  # resumable checkpoint period in steps (0: epoch ends only)
+    checkpoint_every_steps: int = 200  # resumable checkpoint period in steps (0: at the end only)
     grid_every_epochs: int = 0  # log a sample grid to MLflow every K epochs (0: at the end only)
     precision: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: fp32) | fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads (0 = torch's default)
+    threads: int = 1  # torch CPU threads (0 = torch's default); 1 is fastest for tiny models when jobs share cores
     keep_resume: bool = False  # keep <out>.resume.pt after a successful run
 
 
@@ -108,7 +112,7 @@ class AutoencoderConfig(LdmLoopConfig):
     """`stage_b: autoencoder:` (embedded demo only). Loss: L1 + mse_weight x MSE + VQ codebook/commitment."""
 
     model: LdmModelConfig = field(default_factory=LdmModelConfig)  # only the vq_* keys and image_size matter
-    epochs: int = 100
+    epochs: int = 80
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -116,7 +120,7 @@ class AutoencoderConfig(LdmLoopConfig):
     mse_weight: float = 1.0  # weight of the squared error next to the L1 error (large colour errors learn faster)
     restart_every_steps: int = 25  # move unused codes onto batch latents every N steps (0: never)
     restart_until: float = 0.75  # ... during this first fraction of training
-    patch_size: int = 32  # train on random square patches of this side (0: whole images); convolutional, so
+    patch_size: int = 0  # train on random square patches of this side (0: whole images); convolutional, so
     #                       the model then works on whole images, at a fraction of the cost per step
     eval_every_epochs: int = 10  # reconstruction PSNR and codebook use every N epochs (and at the end)
 
@@ -126,13 +130,14 @@ class Label2ImgConfig(LdmLoopConfig):
     """`stage_b: label2img:` (embedded demo only): the class-conditional prior, VQ frozen."""
 
     model: LdmModelConfig = field(default_factory=LdmModelConfig)  # UNet sizes; the VQ comes from --autoencoder
-    epochs: int = 120
+    epochs: int = 300
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 0.0
     clip_grad: float = 1.0
     cond_drop_prob: float = 0.1  # labels replaced by the 'no class' entry (classifier-free guidance)
-    grid_every_epochs: int = 40
+    snr_gamma: float = 5.0  # min-SNR loss weighting (0 = plain MSE); speeds up training the prior from scratch
+    grid_every_epochs: int = 100
     grid_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(n_samples=2))
 
 
@@ -140,20 +145,26 @@ class Label2ImgConfig(LdmLoopConfig):
 class FinetuneLdmConfig(LdmLoopConfig):
     """`stage_b: finetune:` (stage B). Defaults: the embedded demo; the paper's values in comments."""
 
-    epochs: int = 60  # paper: 500
-    batch_size: int = 8  # paper: 5 (GOD) / 25 (BOLD5000)
-    lr: float = 5.3e-4  # paper: 5.3e-5
+    epochs: int = 300  # paper: 500
+    batch_size: int = 16  # paper: 5 (GOD) / 25 (BOLD5000)
+    lr: float = 1e-3  # paper: 5.3e-5 (the demo's tiny model from a prior trained in minutes needs more)
     weight_decay: float = 0.01  # paper: 0.01 (torch AdamW default)
     clip_grad: float = 0.5  # paper: 0.5
     trainable: list[str] = field(default_factory=lambda: list(STAGE_B_REFERENCE))  # + "unet" to unfreeze more
     use_time_cond: bool = True  # the time-conditioning branch (paper: on)
     cond_drop_prob: float = 0.0  # classifier-free guidance training (paper: 0 = off)
+    snr_gamma: float = 5.0  # min-SNR loss weighting (paper: 0 = plain MSE); the conditioning's share of the
+    #                         loss is small at low noise, so weighting those steps down speeds up stage B
     protocol: str = "clean"  # clean: select on held-out training pairs | reference: on the test set (leaks)
     val_fraction: float = 0.1  # training pairs held out for selection (clean protocol)
-    select_every_epochs: int = 10  # score and keep the best epoch every N epochs (0: keep the last)
-    select_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(n_samples=2))
-    roi: str | None = "VC"  # GOD ROI (BOLD5000: null = all five ROIs)
-    grid_every_epochs: int = 10
+    select_every_epochs: int = 25  # score and keep the best epoch every N epochs (0: keep the last)
+    select_metric: str = "loss"  # loss: diffusion loss of the selection pairs at fixed noise (lower is better)
+    #                              | pixel_identification: pair-wise pixel-correlation identification of samples
+    select_loss_draws: int = 8  # fixed (noise, step) draws per pair for the selection loss
+    select_sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(n_samples=2))  # samples for
+    #                              pixel_identification selection and for the grids
+    roi: str | None = None  # ROI of the fMRI; null = the dataset's default (GOD: VC, BOLD5000: all five ROIs)
+    grid_every_epochs: int = 100
 
 
 # -- small helpers -------------------------------------------------------------------------------------
@@ -314,11 +325,15 @@ class Pairs:
 
 
 def load_pairs(npz: str | Path, images: str | Path | None, dataset: str, split: str, num_voxels: int,
-               image_size: int, roi: str | None = "VC") -> Pairs:
-    """One subject's fMRI rows (MinD-Vis conventions) with their images, fitted to the model's sizes."""
+               image_size: int, roi: str | None = None) -> Pairs:
+    """One subject's fMRI rows (MinD-Vis conventions) with their images, fitted to the model's sizes.
+
+    roi None: the dataset's default (GOD: VC, as MinD-Vis; BOLD5000: all five ROIs).
+    """
     from mindvis.models.sc_mbm import fit_voxels
 
     if dataset == "god":
+        roi = roi or "VC"
         from mindvis.data.god import GodFmriDataset
 
         if images is None:
@@ -432,6 +447,7 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
             first = step - epoch * steps_per_epoch
             order = epoch_order(cfg.seed, epoch, n_items, order_gen)
             t0, seen, loss_sum, gnorm_sum, n_steps = time.perf_counter(), 0, 0.0, 0.0, 0
+            save_after_epoch = False
             bar = tqdm(range(first, steps_per_epoch), disable=None, leave=False,
                        desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}")
             for i in bar:
@@ -458,11 +474,16 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
                 if stop_after_steps is not None and step >= stop_after_steps:
                     bar.close()
                     return {"stopped_at_step": step}
-                if cfg.checkpoint_every_steps > 0 and step % cfg.checkpoint_every_steps == 0 and step < total_steps:
+                due = cfg.checkpoint_every_steps > 0 and step % cfg.checkpoint_every_steps == 0 and step < total_steps
+                if i == steps_per_epoch - 1:
+                    # at an epoch's last step the save waits for the epoch-end work (selection, history), so
+                    # a resumed run never skips an epoch end
+                    save_after_epoch = due
+                    continue
+                if due or stop.raised:
                     save_state()
                 if stop.raised:
                     bar.close()
-                    save_state()
                     raise TrainingInterrupted(step, resume_path)
             bar.close()
             elapsed = time.perf_counter() - t0
@@ -481,6 +502,10 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
                 picture = hooks.grid(epoch + 1)
                 if picture is not None:
                     tracker.log_image(picture, f"{desc}_epoch{epoch + 1:04d}.png")
+            if (save_after_epoch or stop.raised) and not last:
+                save_state()
+            if stop.raised and not last:
+                raise TrainingInterrupted(step, resume_path)
 
     save_state()  # a crash while exporting still resumes at the end
     export(history)
@@ -514,7 +539,8 @@ def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Pat
     device = pick_device(cfg.device)
     spec: VqSpec = resolve_ldm_spec(cfg.model).vq
     if cfg.patch_size % spec.downsampling:
-        raise ConfigError(f"patch_size {cfg.patch_size} must be a multiple of the VQ's downsampling {spec.downsampling}")
+        raise ConfigError(f"patch_size {cfg.patch_size} must be a multiple of the VQ's downsampling "
+                          f"{spec.downsampling}")
     data = resize_images(images, spec.resolution)
     held = resize_images(eval_images, spec.resolution) if eval_images is not None else None
     seed_everything(cfg.seed)
@@ -566,6 +592,8 @@ def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Pat
 
     result = run_loop(vq, int(data.shape[0]), cfg, out, fingerprint, LoopHooks(step_loss, epoch_end, grid), export,
                       tracker=tracker, stop_after_steps=stop_after_steps, desc="autoencoder")
+    if "stopped_at_step" in result:
+        return result
     summary.update(result)
     summary.update({"n_images": int(data.shape[0]), "image_size": spec.resolution, "latent_size": spec.latent_size,
                     "codes_restarted": counters["restarted"], "vq": spec_to_dict(spec)})
@@ -601,7 +629,7 @@ def train_label2img(images: np.ndarray, labels: np.ndarray, autoencoder: str | P
 
     def step_loss(idx, gen, step):
         x = augment(data[idx], gen, cfg.crop_p, cfg.crop_ratio).to(device)
-        return model.diffusion_loss(x, y[idx].to(device), gen, cfg.cond_drop_prob)
+        return model.diffusion_loss(x, y[idx].to(device), gen, cfg.cond_drop_prob, cfg.snr_gamma)
 
     def grid(epoch):
         from mindvis.generation import tile
@@ -620,9 +648,11 @@ def train_label2img(images: np.ndarray, labels: np.ndarray, autoencoder: str | P
     fingerprint = {"stage": "label2img", "data": digest(data, y), "spec": str(spec_to_dict(spec)),
                    "autoencoder": file_identity(autoencoder), "n_classes": n_classes,
                    **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad",
-                                                   "crop_p", "crop_ratio", "seed", "cond_drop_prob")}}
+                                                   "crop_p", "crop_ratio", "seed", "cond_drop_prob", "snr_gamma")}}
     result = run_loop(model, int(data.shape[0]), cfg, out, fingerprint, LoopHooks(step_loss, grid=grid), export,
                       tracker=tracker, stop_after_steps=stop_after_steps, desc="label2img")
+    if "stopped_at_step" in result:
+        return result
     result.update({"n_images": int(data.shape[0]), "n_classes": n_classes, "spec": spec_to_dict(spec),
                    "trainable_parameters": sum(p.numel() for _, p in model.trainable_named_parameters()),
                    "autoencoder_dropped": vq_report.reasons()})
@@ -663,6 +693,21 @@ def build_stage_b(prior: str | Path, encoder: str | Path, cfg: FinetuneLdmConfig
     return StageBModel(model=model, report=loaded.report, trainable_counts=counts)
 
 
+@torch.no_grad()
+def heldout_loss(model: DcLdm, fmri: np.ndarray, images: torch.Tensor, draws: int, seed: int, snr_gamma: float,
+                 device) -> float:
+    """Diffusion loss of (fMRI, image) pairs at fixed noise and steps (no augmentation): comparable across epochs."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for d in range(draws):
+        gen = step_generator(seed, d, stream=9)
+        x = images.float().to(device) / 127.5 - 1.0
+        total += float(model.diffusion_loss(x, torch.from_numpy(fmri)[:, None, :].to(device), gen, 0.0, snr_gamma))
+    model.train(was_training)
+    return total / max(draws, 1)
+
+
 def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path, prior: str | Path,
                  out: str | Path, cfg: FinetuneLdmConfig, dataset: str = "god", autoencoder: str | Path | None = None,
                  tracker=None, stop_after_steps: int | None = None) -> dict[str, Any]:
@@ -671,6 +716,8 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
 
     if cfg.protocol not in PROTOCOLS:
         raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {cfg.protocol!r}")
+    if cfg.select_metric not in SELECT_METRICS:
+        raise ConfigError(f"select_metric must be one of {SELECT_METRICS}, got {cfg.select_metric!r}")
     set_threads(cfg.threads)
     device = pick_device(cfg.device)
     built = build_stage_b(prior, encoder, cfg, autoencoder)
@@ -678,8 +725,8 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
     spec = model.spec
     num_voxels = model.conditioner.num_voxels
     train = load_pairs(npz, images, dataset, "train", num_voxels, spec.vq.resolution, cfg.roi)
-    exposed = cfg.protocol == "reference"
-    if exposed:
+    exposed = cfg.protocol == "reference" and cfg.select_every_epochs > 0  # the test set chooses the epoch
+    if cfg.protocol == "reference":
         fit_rows = np.arange(train.fmri.shape[0])
         sel = load_pairs(npz, images, dataset, "test", num_voxels, spec.vq.resolution, cfg.roi)
         sel_fmri, sel_images = sel.fmri, sel.images
@@ -696,31 +743,43 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
 
     def step_loss(idx, gen, step):
         x = augment(pictures[idx], gen, cfg.crop_p, cfg.crop_ratio).to(device)
-        return model.diffusion_loss(x, fmri[idx].to(device), gen, cfg.cond_drop_prob)
+        return model.diffusion_loss(x, fmri[idx].to(device), gen, cfg.cond_drop_prob, cfg.snr_gamma)
 
-    def score(epoch) -> tuple[float, np.ndarray]:
+    def samples_of_selection_pairs() -> np.ndarray:
         samples, _ = sample_images(model, torch.from_numpy(sel_fmri)[:, None, :], cfg.select_sampler,
                                    device=device)
         model.train()
-        return pairwise_identification(samples, sel_gt), samples
+        return samples
+
+    def score(epoch) -> tuple[float, dict[str, float]]:
+        """Higher is better; and the metrics to log."""
+        where = "test" if exposed else "val"
+        if cfg.select_metric == "loss":
+            value = heldout_loss(model, sel_fmri, sel_images, cfg.select_loss_draws, cfg.seed, cfg.snr_gamma, device)
+            return -value, {f"{where}_loss": value}
+        samples = samples_of_selection_pairs()
+        last_samples["x"] = samples
+        value = pairwise_identification(samples, sel_gt)
+        return value, {f"{where}_pixel_identification": value}
 
     last_samples: dict[str, np.ndarray] = {}
 
     def epoch_end(epoch):
         if not selecting or (epoch % cfg.select_every_epochs and epoch != cfg.epochs):
             return {}
-        value, samples = score(epoch)
-        last_samples["x"] = samples
+        value, metrics = score(epoch)
         if not best or value > best["score"]:
             best.update(epoch=epoch, score=value, state={n: p.detach().cpu().clone()
                                                          for n, p in model.named_parameters() if n in trainable_names})
-        name = "test_pixel_identification" if exposed else "val_pixel_identification"
-        return {name: value, "best_epoch": float(best["epoch"])}
+        return {**metrics, "best_epoch": float(best["epoch"])}
 
     def grid(epoch):
-        if "x" not in last_samples:
+        if sel_fmri.shape[0] == 0:
             return None
-        return sample_grid(sel_gt, last_samples["x"], max_rows=8)
+        samples = last_samples.pop("x", None)
+        if samples is None:
+            samples = samples_of_selection_pairs()
+        return sample_grid(sel_gt, samples, max_rows=8)
 
     def load_best(state):
         best.clear()
@@ -733,11 +792,11 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
                      "TEST set" if exposed else "held-out training pairs")
         extra = {"stage": "B", "protocol": cfg.protocol, "test_set_exposed": exposed,
                  "selected_epoch": best.get("epoch", cfg.epochs), "selection_score": best.get("score"),
-                 "trainable": list(cfg.trainable), "dataset": dataset, "npz": str(npz), "prior": str(prior),
-                 "encoder": str(encoder), "norm_mean": train.norm_mean, "norm_std": train.norm_std,
+                 "trainable": list(cfg.trainable), "dataset": dataset, "npz": str(npz), "prior_checkpoint": str(prior),
+                 "encoder_checkpoint": str(encoder), "norm_mean": train.norm_mean, "norm_std": train.norm_std,
                  "raw_voxels": train.raw_voxels, "roi": cfg.roi}
         config = finetuned_config(model, extra, lr=cfg.lr, num_epoch=cfg.epochs, batch_size=cfg.batch_size,
-                                  crop_ratio=1.0 - cfg.crop_ratio, clip_grad=cfg.clip_grad, seed=cfg.seed,
+                                  crop_ratio=round(1.0 - cfg.crop_ratio, 6), clip_grad=cfg.clip_grad, seed=cfg.seed,
                                   num_samples=cfg.select_sampler.n_samples, ddim_steps=cfg.select_sampler.steps,
                                   dataset="GOD" if dataset == "god" else "BOLD5000")
         save_finetuned(out, model, config)
@@ -750,11 +809,14 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
                    "use_time_cond": cfg.use_time_cond, "protocol": cfg.protocol,
                    **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad", "crop_p",
                                                    "crop_ratio", "seed", "cond_drop_prob", "select_every_epochs",
-                                                   "val_fraction")},
+                                                   "val_fraction", "snr_gamma", "select_metric",
+                                                   "select_loss_draws")},
                    "select_sampler": str(cfg.select_sampler)}
     hooks = LoopHooks(step_loss, epoch_end, grid, best_state=lambda: dict(best), load_best=load_best)
     result = run_loop(model, int(fmri.shape[0]), cfg, out, fingerprint, hooks, export, tracker=tracker,
                       stop_after_steps=stop_after_steps, desc="stage B")
+    if "stopped_at_step" in result:
+        return result
     result.update({"n_train_pairs": int(fmri.shape[0]), "n_selection_pairs": int(sel_fmri.shape[0]),
                    "protocol": cfg.protocol, "test_set_exposed": exposed, "selected_epoch": best.get("epoch"),
                    "selection_score": best.get("score"), "trainable_parameters": built.trainable_counts,

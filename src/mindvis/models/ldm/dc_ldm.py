@@ -8,7 +8,7 @@ starts from: stage B swaps the conditioner and keeps the UNet weights.
 
 Diffusion (REFERENCE.md section 4): DDPM with T = 1000 steps, betas linear
 in sqrt space 0.0015 -> 0.0195 (diffusers' "scaled_linear"), epsilon
-prediction, latents = scale_factor (1.0) x pre-quantisation VQ latents. The
+prediction (the tiny preset predicts v; see presets), latents = scale_factor (1.0) x pre-quantisation VQ latents. The
 training loss is the plain MSE between the true and the predicted noise at a
 uniformly drawn step (CompVis's loss with its defaults: l_simple_weight 1,
 no learned variance, no ELBO term).
@@ -42,7 +42,7 @@ from diffusers import DDPMScheduler
 from mindvis.models.ldm.autoencoder import build_vq, decode_latents, encode_latents
 from mindvis.models.ldm.conditioning import ClassConditioner, Condition, FmriConditioner
 from mindvis.models.ldm.presets import LdmSpec, ScheduleSpec
-from mindvis.models.ldm.unet import build_unet, is_cross_attention_param, unet_eps
+from mindvis.models.ldm.unet import build_unet, is_cross_attention_param, unet_predict
 from mindvis.utils.errors import ConfigError
 
 STAGE_B_REFERENCE = ("encoder", "mappers", "time_branch", "cross_attention")
@@ -73,12 +73,13 @@ TRAINABLE_GROUPS = ("encoder", "mappers", "time_branch", "cross_attention", "une
 def ddpm_scheduler(schedule: ScheduleSpec) -> DDPMScheduler:
     """The training noise schedule (the samplers build theirs from the same numbers)."""
     return DDPMScheduler(num_train_timesteps=schedule.timesteps, beta_start=schedule.linear_start,
-                         beta_end=schedule.linear_end, beta_schedule="scaled_linear", prediction_type="epsilon",
+                         beta_end=schedule.linear_end, beta_schedule="scaled_linear",
+                         prediction_type=schedule.prediction_type,
                          clip_sample=False)
 
 
-def guided(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    return eps_uncond + scale * (eps_cond - eps_uncond)
+def guided(out_cond: torch.Tensor, out_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    return out_uncond + scale * (out_cond - out_uncond)
 
 
 class DcLdm(nn.Module):
@@ -133,28 +134,31 @@ class DcLdm(nn.Module):
     def null_condition(self, batch: int, device, dtype=torch.float32) -> Condition:
         return self.conditioner.null_condition(batch, device, dtype)
 
-    def eps(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Condition,
-            guidance_scale: float = 1.0, uncond: Condition | None = None) -> torch.Tensor:
-        """Predicted noise; with guidance_scale != 1 also the unconditional prediction (one batched pass)."""
+    def predict(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Condition,
+                guidance_scale: float = 1.0, uncond: Condition | None = None) -> torch.Tensor:
+        """The UNet's prediction (the noise, or v); with guidance_scale != 1 guided by the unconditional one."""
         if timesteps.ndim == 0:
             timesteps = timesteps.expand(latents.shape[0])
         if guidance_scale == 1.0:
-            return unet_eps(self.unet, latents, timesteps, cond.context, cond.time_cond)
+            return unet_predict(self.unet, latents, timesteps, cond.context, cond.time_cond)
         if uncond is None:
             uncond = self.null_condition(latents.shape[0], latents.device, cond.context.dtype)
         both = Condition.cat([cond, uncond])
-        out = unet_eps(self.unet, torch.cat([latents, latents]), torch.cat([timesteps, timesteps]), both.context,
+        out = unet_predict(self.unet, torch.cat([latents, latents]), torch.cat([timesteps, timesteps]), both.context,
                        both.time_cond)
-        eps_c, eps_u = out.chunk(2)
-        return guided(eps_c, eps_u, guidance_scale)
+        out_c, out_u = out.chunk(2)
+        return guided(out_c, out_u, guidance_scale)
 
     def diffusion_loss(self, images: torch.Tensor, cond_input: torch.Tensor, generator: torch.Generator,
-                       cond_drop_prob: float = 0.0) -> torch.Tensor:
-        """MSE between the added noise and its prediction at uniformly drawn steps.
+                       cond_drop_prob: float = 0.0, snr_gamma: float = 0.0) -> torch.Tensor:
+        """MSE between the target (the added noise, or v) and its prediction at uniformly drawn steps.
 
         All randomness (noise, steps, condition dropout) comes from `generator`
         (a CPU generator): a step's draws depend on its seed only, so a resumed
-        run repeats them exactly.
+        run repeats them exactly. `snr_gamma` > 0 weights each step by
+        min(SNR, gamma) / SNR ("min-SNR" weighting, Hang et al. 2023): low-noise
+        steps count less, so a model trained from scratch learns the global
+        structure sooner. 0 (the reference) is the plain mean.
         """
         latents = self.encode_images(images)
         b = latents.shape[0]
@@ -166,8 +170,18 @@ class DcLdm(nn.Module):
         cond = self.condition(cond_input)
         if cond_drop_prob > 0:
             cond = self.conditioner.drop(cond, drop)
-        pred = unet_eps(self.unet, noisy, t, cond.context, cond.time_cond)
-        return F.mse_loss(pred.float(), noise.float())
+        pred = unet_predict(self.unet, noisy, t, cond.context, cond.time_cond)
+        target = noise if self.spec.schedule.prediction_type == "epsilon" else \
+            self.noise_scheduler.get_velocity(latents, noise, t)
+        if snr_gamma <= 0:
+            return F.mse_loss(pred.float(), target.float())
+        alpha_bar = self.noise_scheduler.alphas_cumprod.to(latents.device)[t].float()
+        snr = alpha_bar / (1 - alpha_bar)
+        # min(SNR, gamma) / SNR for epsilon targets, / (SNR + 1) for v targets: the same weight on x0's error
+        weight = torch.clamp(snr, max=snr_gamma) / (snr if self.spec.schedule.prediction_type == "epsilon"
+                                                     else snr + 1)
+        per_item = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+        return (weight * per_item).mean()
 
 
 def build_fmri_ldm(spec: LdmSpec, encoder_arch, n_tokens: int, use_time_cond: bool = True) -> DcLdm:

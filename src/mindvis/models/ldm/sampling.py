@@ -50,7 +50,8 @@ class SamplerConfig:
 def make_sampler(name: str, schedule: ScheduleSpec, steps: int):
     """A fresh diffusers scheduler with its step grid set (schedulers keep state between steps)."""
     common = dict(num_train_timesteps=schedule.timesteps, beta_start=schedule.linear_start,
-                  beta_end=schedule.linear_end, beta_schedule="scaled_linear", prediction_type="epsilon")
+                  beta_end=schedule.linear_end, beta_schedule="scaled_linear",
+                  prediction_type=schedule.prediction_type)
     if steps < 1 or steps > schedule.timesteps:
         raise ConfigError(f"steps must be in 1..{schedule.timesteps}, got {steps}")
     if name == "plms":
@@ -92,14 +93,14 @@ def denoise(model, cond: Condition, seeds: list[int], cfg: SamplerConfig) -> tor
         uncond = model.null_condition(x.shape[0], device, cond.context.dtype)
     for t in sched.timesteps:
         t_batch = torch.full((x.shape[0],), int(t), device=device, dtype=torch.long)
-        eps = model.eps(sched.scale_model_input(x, t), t_batch, cond, cfg.guidance_scale, uncond)
+        out = model.predict(sched.scale_model_input(x, t), t_batch, cond, cfg.guidance_scale, uncond)
         if cfg.sampler == "ddim":
             noise = None
             if cfg.eta > 0:
                 noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
-            x = sched.step(eps, t, x, eta=cfg.eta, variance_noise=noise).prev_sample
+            x = sched.step(out, t, x, eta=cfg.eta, variance_noise=noise).prev_sample
         else:
-            x = sched.step(eps, t, x).prev_sample
+            x = sched.step(out, t, x).prev_sample
     return x
 
 

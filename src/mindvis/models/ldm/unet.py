@@ -61,9 +61,9 @@ def build_unet(spec: UnetSpec) -> UNet2DConditionModel:
     )
 
 
-def unet_eps(unet: UNet2DConditionModel, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+def unet_predict(unet: UNet2DConditionModel, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
              time_cond: torch.Tensor | None) -> torch.Tensor:
-    """The UNet's noise prediction; `time_cond` (B, time_embed_dim) is added to the time embedding."""
+    """The UNet's output (the noise, or v); `time_cond` (B, time_embed_dim) is added to the time embedding."""
     if time_cond is None:
         time_cond = latents.new_zeros(latents.shape[0], unet.config.time_embedding_dim or
                                       4 * unet.config.block_out_channels[0])
