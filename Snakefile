@@ -22,6 +22,8 @@ include: "rules/common.smk"
 include: "rules/simulate.smk"
 include: "rules/preprocess.smk"
 include: "rules/stage_a.smk"
+include: "rules/stage_b.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

@@ -33,6 +33,16 @@ def section(*keys):
     return json.dumps(node, sort_keys=True)
 
 
+def launcher(wildcards, resources):
+    """`python -m mindvis`, or torchrun with one process per GPU when the job
+    gets more than one (its `gpus` resource, e.g. from the SLURM profile) or
+    `distributed.nproc_per_node` asks for more. Training code is DDP-aware."""
+    n = max(int(getattr(resources, "gpus", 0) or 0), int(config["distributed"]["nproc_per_node"]))
+    if n > 1:
+        return f"torchrun --standalone --nproc-per-node {n} -m mindvis"
+    return "python -m mindvis"
+
+
 def subjects(dataset):
     return [str(s) for s in config[dataset]["subjects"]]
 
@@ -69,6 +79,8 @@ def all_targets():
                 targets += expand(
                     f"{RESULTS}/stage_a/{dataset}/{{subject}}/fmri_encoder.pth", subject=subjects(dataset)
                 )
+    if config["stage_b"]["enabled"] and (enabled("god") or enabled("bold5000")):
+        targets.append(f"{RESULTS}/report.html")
     return targets
 
 

@@ -26,6 +26,7 @@ rule pretrain_mbm:
     params:
         cfg=json.dumps({**config["stage_a"]["pretrain"], "model": config["stage_a"]["model"]}, sort_keys=True),
         god=lambda wildcards, input: f"--god {' '.join(input.god)}" if input.god else "",
+        launch=launcher,
     threads: 2
     resources:
         gpus=1,
@@ -34,7 +35,7 @@ rule pretrain_mbm:
     log:
         f"{RESULTS}/logs/pretrain_mbm.log",
     shell:
-        "python -m mindvis pretrain-mbm --hcp {input.hcp} {params.god} --out {output} "
+        "{params.launch} pretrain-mbm --hcp {input.hcp} {params.god} --out {output} "
         "--config {params.cfg:q} --rule {rule} > {log} 2>&1"
 
 
@@ -48,6 +49,7 @@ rule finetune_mbm:
         dataset="god|bold5000",
     params:
         cfg=section("stage_a", "finetune"),
+        launch=launcher,
     threads: 2
     resources:
         gpus=1,
@@ -56,6 +58,6 @@ rule finetune_mbm:
     log:
         f"{RESULTS}/logs/finetune_mbm/{{dataset}}_{{subject}}.log",
     shell:
-        "python -m mindvis finetune-mbm --pretrained {input.pretrained} --npz {input.npz} "
+        "{params.launch} finetune-mbm --pretrained {input.pretrained} --npz {input.npz} "
         "--dataset {wildcards.dataset} --out {output} --config {params.cfg:q} "
         "--rule {rule} --wildcard dataset={wildcards.dataset} --wildcard subject={wildcards.subject} > {log} 2>&1"

@@ -17,8 +17,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess-bold5000": ("mindvis.preprocess.cli_bold5000", "BOLD5000 GLMsingle betas -> per-ROI arrays + npz"),
     "pretrain-mbm": ("mindvis.training.cli_pretrain", "stage A1: SC-MBM pre-training"),
     "finetune-mbm": ("mindvis.training.cli_finetune", "stage A2: SC-MBM fine-tuning on one dataset/subject"),
+    "train-autoencoder": ("mindvis.training.cli_autoencoder", "embedded prior: train the VQ autoencoder on the stimuli"),
+    "train-label2img": ("mindvis.training.cli_label2img", "embedded prior: train the class-conditional LDM (frozen VQ)"),
+    "finetune-ldm": ("mindvis.training.cli_finetune_ldm", "stage B: fine-tune the DC-LDM on one dataset/subject"),
+    "generate": ("mindvis.generation.cli_generate", "stage B: K images per test fMRI (+ a PNG grid)"),
     "train-judge": ("mindvis.evaluation.cli_train_judge", "train the embedded default's judge (small CNN) on the stimulus set"),
     "evaluate": ("mindvis.evaluation.cli_evaluate", "score generated samples: n-way top-1, identification, FID, NSD suite"),
+    "compare-samplers": ("mindvis.generation.cli_compare_samplers", "stage B samplers side by side on one subject: metric vs steps vs time"),
     "report": ("mindvis.evaluation.cli_report", "one self-contained HTML report across datasets and subjects"),
     "inspect": ("mindvis.cli.inspect_cmd", "print what an npz / h5 / checkpoint file holds"),
 }

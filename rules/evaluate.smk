@@ -1,0 +1,145 @@
+# Evaluation: the judge (embedded default), metrics per dataset/subject, the
+# sampler comparison on one subject, and one HTML report across everything.
+
+from types import SimpleNamespace
+
+METRICS = f"{RESULTS}/metrics/{{dataset}}/{{subject}}"
+JUDGE = f"{RESULTS}/judge/judge.pt"
+
+
+def judge_trained_here():
+    ev = config["evaluate"]
+    return ev.get("judge", "small_cnn") == "small_cnn" and not ev.get("judge_weights")
+
+
+def judge_input(wildcards):
+    return JUDGE if judge_trained_here() else []
+
+
+def judge_option(wildcards, input):
+    return f"--judge {input.judge}" if input.judge else ""
+
+
+rule train_judge:
+    input:
+        f"{STIMULI}/stimuli.npz",
+    output:
+        JUDGE,
+    params:
+        cfg=section("judge"),
+    threads: 1
+    conda:
+        "../envs/torch.yaml"
+    log:
+        f"{RESULTS}/logs/train_judge.log",
+    shell:
+        "python -m mindvis train-judge --stimuli {input} --out {output} --config {params.cfg:q} "
+        "--rule {rule} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        samples=f"{SAMPLES}/samples.npz",
+        judge=judge_input,
+    output:
+        metrics=f"{METRICS}/metrics.json",
+        grid=report(
+            f"{METRICS}/grid.png",
+            caption="../workflow/report/grid.rst",
+            category="Reconstructions",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "subject": "{subject}"},
+        ),
+    wildcard_constraints:
+        dataset="god|bold5000",
+    params:
+        cfg=section("evaluate"),
+        judge=judge_option,
+    threads: 1
+    conda:
+        "../envs/torch.yaml"
+    log:
+        f"{RESULTS}/logs/evaluate/{{dataset}}_{{subject}}.log",
+    shell:
+        "python -m mindvis evaluate --samples {input.samples} {params.judge} --out {output.metrics} "
+        "--grid-out {output.grid} --config {params.cfg:q} --rule {rule} "
+        "--wildcard dataset={wildcards.dataset} --wildcard subject={wildcards.subject} > {log} 2>&1"
+
+
+SAMPLER_TABLE = f"{RESULTS}/samplers/sampler_comparison.json"
+
+
+def sampler_comparison_enabled():
+    cmp = config["report"]["samplers"]
+    return bool(cmp.get("enabled")) and str(cmp.get("subject")) in subjects(cmp.get("dataset", "god"))
+
+
+def sampler_subject():
+    cmp = config["report"]["samplers"]
+    return {"dataset": cmp.get("dataset", "god"), "subject": str(cmp.get("subject"))}
+
+
+def sampler_comparison_inputs(wildcards):
+    where = SimpleNamespace(**sampler_subject())
+    return {"model": stage_b_model(where), "npz": finetune_npz(where), "images": god_images_input(where)}
+
+
+rule compare_samplers:
+    input:
+        unpack(sampler_comparison_inputs),
+        judge=judge_input,
+    output:
+        SAMPLER_TABLE,
+    params:
+        cfg=json.dumps(
+            {k: v for k, v in config["report"]["samplers"].items() if k not in ("enabled", "dataset", "subject")},
+            sort_keys=True,
+        ),
+        images=images_option,
+        judge=judge_option,
+        dataset=sampler_subject()["dataset"],
+        subject=sampler_subject()["subject"],
+    threads: 1
+    resources:
+        gpus=1,
+    conda:
+        "../envs/torch.yaml"
+    log:
+        f"{RESULTS}/logs/compare_samplers.log",
+    shell:
+        "python -m mindvis compare-samplers --model {input.model} --npz {input.npz} {params.images} "
+        "--dataset {params.dataset} {params.judge} --out {output} --config {params.cfg:q} --rule {rule} "
+        "--wildcard dataset={params.dataset} --wildcard subject={params.subject} > {log} 2>&1"
+
+
+def evaluated_subjects():
+    return [(d, s) for d in ("god", "bold5000") if enabled(d) for s in subjects(d)]
+
+
+def report_inputs(wildcards):
+    done = evaluated_subjects()
+    inputs = {
+        "metrics": [f"{RESULTS}/metrics/{d}/{s}/metrics.json" for d, s in done],
+        "grids": [f"{RESULTS}/metrics/{d}/{s}/grid.png" for d, s in done],
+    }
+    if sampler_comparison_enabled():
+        inputs["samplers"] = SAMPLER_TABLE
+    return inputs
+
+
+rule report:
+    input:
+        unpack(report_inputs),
+    output:
+        report(f"{RESULTS}/report.html", caption="../workflow/report/report.rst", category="Report"),
+    params:
+        cfg=json.dumps({"title": config["report"]["title"]}),
+        samplers=lambda wildcards, input: f"--samplers {input.samplers}" if "samplers" in input.keys() else "",
+    threads: 1
+    conda:
+        "../envs/torch.yaml"
+    log:
+        f"{RESULTS}/logs/report.log",
+    shell:
+        "python -m mindvis report --metrics {input.metrics} --grids {input.grids} {params.samplers} "
+        "--out {output} --config {params.cfg:q} --rule {rule} > {log} 2>&1"

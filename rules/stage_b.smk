@@ -1,0 +1,140 @@
+# Stage B: the double-conditioned LDM. The image prior is trained here at tiny
+# scale (embedded default) or read from CompVis's cin256-v2 checkpoint; each
+# dataset/subject then fine-tunes it with its stage A2 encoder, and generates
+# K images per test fMRI. Training jobs resume from <out>.resume.pt.
+
+STAGE_B = f"{RESULTS}/stage_b"
+SAMPLES = f"{RESULTS}/samples/{{dataset}}/{{subject}}"
+
+
+def prior_training_images():
+    """The prior learns the stimulus set: stimuli.npz when the DAG simulates
+    data, else the real GOD training images with their WordNet labels."""
+    if any(enabled(d) and simulated(d) for d in ("god", "bold5000")):
+        return {"images": f"{STIMULI}/stimuli.npz", "labels": f"{STIMULI}/stimuli.npz"}
+    return {"images": f"{GOD_NPZ_DIR}/images_256.npz", "labels": f"{GOD_NPZ_DIR}/imagenet_training_label.csv"}
+
+
+def prior_checkpoint():
+    prior = config["stage_b"]["prior"]
+    if prior["source"] == "compvis":
+        if not prior["checkpoint"]:
+            raise ValueError("stage_b.prior.source is compvis: set stage_b.prior.checkpoint to model.ckpt")
+        return prior["checkpoint"]
+    return f"{STAGE_B}/prior/label2img.pt"
+
+
+def stage_b_model(wildcards):
+    """finetune_ldm's output, or a released MinD-Vis finetuned.pth when configured."""
+    template = config["stage_b"]["checkpoint"]
+    if template:
+        return template.format(dataset=wildcards.dataset, subject=wildcards.subject)
+    return f"{STAGE_B}/{wildcards.dataset}/{wildcards.subject}/finetuned.pt"
+
+
+def god_images_input(wildcards):
+    # GOD keeps its images in images_256.npz; BOLD5000 keeps them in the subject npz.
+    return f"{GOD_NPZ_DIR}/images_256.npz" if wildcards.dataset == "god" else []
+
+
+def images_option(wildcards, input):
+    return f"--images {input.images}" if input.images else ""
+
+
+def with_model(name):
+    """A stage B section with the shared `model:` sizes merged in."""
+    return json.dumps({**config["stage_b"][name], "model": config["stage_b"]["model"]}, sort_keys=True)
+
+
+rule train_autoencoder:
+    input:
+        images=prior_training_images()["images"],
+    output:
+        f"{STAGE_B}/prior/autoencoder.pt",
+    params:
+        cfg=with_model("autoencoder"),
+        launch=launcher,
+    threads: 1
+    resources:
+        gpus=1,
+    conda:
+        "../envs/torch.yaml"
+    log:
+        f"{RESULTS}/logs/train_autoencoder.log",
+    shell:
+        "{params.launch} train-autoencoder --images {input.images} --out {output} "
+        "--config {params.cfg:q} --rule {rule} > {log} 2>&1"
+
+
+rule train_label2img:
+    input:
+        **prior_training_images(),
+        autoencoder=rules.train_autoencoder.output[0],
+    output:
+        f"{STAGE_B}/prior/label2img.pt",
+    params:
+        cfg=with_model("label2img"),
+        launch=launcher,
+    threads: 1
+    resources:
+        gpus=1,
+    conda:
+        "../envs/torch.yaml"
+    log:
+        f"{RESULTS}/logs/train_label2img.log",
+    shell:
+        "{params.launch} train-label2img --images {input.images} --labels {input.labels} "
+        "--autoencoder {input.autoencoder} --out {output} --config {params.cfg:q} --rule {rule} > {log} 2>&1"
+
+
+rule finetune_ldm:
+    input:
+        npz=finetune_npz,
+        images=god_images_input,
+        encoder=f"{STAGE_A}/{{dataset}}/{{subject}}/fmri_encoder.pth",
+        prior=prior_checkpoint(),
+    output:
+        f"{STAGE_B}/{{dataset}}/{{subject}}/finetuned.pt",
+    wildcard_constraints:
+        dataset="god|bold5000",
+    params:
+        cfg=section("stage_b", "finetune"),
+        images=images_option,
+        launch=launcher,
+    threads: 1
+    resources:
+        gpus=1,
+    conda:
+        "../envs/torch.yaml"
+    log:
+        f"{RESULTS}/logs/finetune_ldm/{{dataset}}_{{subject}}.log",
+    shell:
+        "{params.launch} finetune-ldm --npz {input.npz} {params.images} --dataset {wildcards.dataset} "
+        "--encoder {input.encoder} --prior {input.prior} --out {output} --config {params.cfg:q} "
+        "--rule {rule} --wildcard dataset={wildcards.dataset} --wildcard subject={wildcards.subject} > {log} 2>&1"
+
+
+rule generate:
+    input:
+        model=stage_b_model,
+        npz=finetune_npz,
+        images=god_images_input,
+    output:
+        samples=f"{SAMPLES}/samples.npz",
+        grid=f"{SAMPLES}/grid.png",
+    wildcard_constraints:
+        dataset="god|bold5000",
+    params:
+        cfg=section("stage_b", "generate"),
+        images=images_option,
+    threads: 1
+    resources:
+        gpus=1,
+    conda:
+        "../envs/torch.yaml"
+    log:
+        f"{RESULTS}/logs/generate/{{dataset}}_{{subject}}.log",
+    shell:
+        "python -m mindvis generate --model {input.model} --npz {input.npz} {params.images} "
+        "--dataset {wildcards.dataset} --out {output.samples} --grid {output.grid} --config {params.cfg:q} "
+        "--rule {rule} --wildcard dataset={wildcards.dataset} --wildcard subject={wildcards.subject} > {log} 2>&1"
