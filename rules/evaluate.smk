@@ -13,7 +13,10 @@ def judge_trained_here():
 
 
 def judge_input(wildcards):
-    return JUDGE if judge_trained_here() else []
+    """The DAG's small CNN, or the configured judge weights (a local file)."""
+    if judge_trained_here():
+        return JUDGE
+    return config["evaluate"].get("judge_weights") or []
 
 
 def judge_option(wildcards, input):
@@ -92,7 +95,10 @@ rule compare_samplers:
         SAMPLER_TABLE,
     params:
         cfg=json.dumps(
-            {k: v for k, v in config["report"]["samplers"].items() if k not in ("enabled", "dataset", "subject")},
+            {
+                **{k: v for k, v in config["report"]["samplers"].items() if k not in ("enabled", "dataset", "subject")},
+                "judge": config["evaluate"].get("judge", "small_cnn"),
+            },
             sort_keys=True,
         ),
         images=images_option,

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
-import sys
 
 import numpy as np
 import pytest
+from cli_factory import run_cli  # the shared in-process CLI runner (tests/cli_factory.py)
 from PIL import Image
 
 from mindvis.simulate.stimuli import StimuliConfig, build_stimuli, write_stimuli
-from mindvis.utils.errors import MindVisError
 
 N_WAY, TRIALS = 5, 200
-
-
-def run_cli(command: str, module: str, argv: list[str]) -> int:
-    """`mindvis <command> argv`: through the real entry point once registered, else the same steps."""
-    from mindvis.cli.main import add_common_arguments, main
-    from mindvis.cli.registry import COMMANDS
-
-    if command in COMMANDS:
-        return main([command, *argv])
-    mod = importlib.import_module(module)
-    parser = argparse.ArgumentParser(prog=f"mindvis {command}")
-    mod.add_arguments(parser)
-    add_common_arguments(parser)
-    args = parser.parse_args(argv)
-    args.command = command
-    try:
-        return int(mod.run(args) or 0)
-    except MindVisError as exc:
-        print(f"mindvis {command}: error: {exc}", file=sys.stderr)
-        return 2
 
 
 @pytest.fixture(scope="module")

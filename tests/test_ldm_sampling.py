@@ -5,24 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ldm_factory import ENC, MICRO  # micro stage B sizes shared by the stage B tests
 
 from mindvis.generation import pairwise_identification, sample_grid, tile
 from mindvis.models.ldm.dc_ldm import build_fmri_ldm
-from mindvis.models.ldm.presets import LdmSpec, ScheduleSpec, UnetSpec, VqSpec
+from mindvis.models.ldm.presets import ScheduleSpec
 from mindvis.models.ldm.sampling import SAMPLERS, SamplerConfig, denoise, make_sampler, sample_images, to_uint8
-from mindvis.models.presets import ArchSpec
 from mindvis.utils.errors import ConfigError
-
-MICRO = LdmSpec(
-    unet=UnetSpec(sample_size=4, in_channels=3, out_channels=3, model_channels=8, channel_mult=(1, 2),
-                  num_res_blocks=1, attention_resolutions=(2,), num_heads=1, transformer_depth=1, context_dim=8,
-                  time_embed_dim=16, norm_num_groups=4),
-    vq=VqSpec(resolution=16, in_channels=3, out_ch=3, ch=8, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=3,
-              embed_dim=3, n_embed=16, norm_num_groups=4),
-    schedule=ScheduleSpec(),
-)
-ENC = ArchSpec(patch_size=16, embed_dim=16, depth=1, num_heads=2, mlp_ratio=1.0, decoder_embed_dim=8,
-               decoder_depth=1, decoder_num_heads=2)
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ldm_factory import ENC, N_CLASSES, N_TEST, N_TRAIN, write_tiny_god  # shared stage B test data
 from PIL import Image
 
 from mindvis.checkpoints.compvis_ldm import (
@@ -32,7 +33,6 @@ from mindvis.cli.main import add_common_arguments
 from mindvis.models.ldm.dc_ldm import build_label_ldm
 from mindvis.models.ldm.presets import LdmModelConfig, resolve_ldm_spec
 from mindvis.models.ldm.sampling import SamplerConfig
-from mindvis.models.presets import ArchSpec
 from mindvis.models.sc_mbm import ScMbm
 from mindvis.training.checkpointing import resume_path_for
 from mindvis.training.ldm_trainer import (
@@ -49,9 +49,6 @@ from mindvis.utils.errors import InputDataError
 MICRO_MODEL = dict(image_size=16, vq_ch=8, vq_ch_mult=[1, 2, 2], vq_num_res_blocks=1, vq_n_embed=16,
                    norm_num_groups=4, unet_model_channels=8, unet_channel_mult=[1, 2], unet_num_res_blocks=1,
                    unet_attention_resolutions=[2], context_dim=8, time_embed_dim=16)
-ENC = ArchSpec(patch_size=16, embed_dim=16, depth=1, num_heads=2, mlp_ratio=1.0, decoder_embed_dim=8,
-               decoder_depth=1, decoder_num_heads=2)
-N_TRAIN, N_TEST, N_VOXELS, N_CLASSES = 12, 4, 90, 3
 
 
 @pytest.fixture(autouse=True)
@@ -62,30 +59,11 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _images(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.arange(n) % N_CLASSES
-    img = np.zeros((n, 32, 32, 3), np.uint8)
-    for i, c in enumerate(labels):
-        img[i] = rng.integers(0, 60, 3)
-        img[i, 4 + 8 * c:12 + 8 * c, 6:26] = rng.integers(150, 256, 3)  # a bar whose position is the class
-    return img, labels
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Subject npz, images npz, labels, A2 encoder, VQ and label prior, all tiny."""
     root = tmp_path_factory.mktemp("ldm")
-    rng = np.random.default_rng(0)
-    train_img, train_lab = _images(N_TRAIN, rng)
-    test_img, test_lab = _images(N_TEST, rng)
-    np.savez(root / "images_256.npz", train_images=train_img, test_images=test_img)
-    np.savez(root / "stimuli.npz", train_labels=train_lab, test_labels=test_lab,
-             class_names=np.array(["a", "b", "c"]))
-    w = rng.standard_normal((N_CLASSES, N_VOXELS))
-    train = (w[train_lab] + 0.3 * rng.standard_normal((N_TRAIN, N_VOXELS))).astype(np.float32)
-    test = (w[test_lab] + 0.3 * rng.standard_normal((N_TEST, N_VOXELS))).astype(np.float32)
-    np.savez(root / "sbj_1.npz", arr_0=train, arr_1=np.repeat(test, 2, axis=0), arr_2=test,
-             arr_3=np.arange(N_TRAIN), arr_4=test_lab)
+    write_tiny_god(root, seed=0)
     torch.manual_seed(0)
     encoder = ScMbm(ENC, 6)
     export_mbm_checkpoint(root / "fmri_encoder.pth", encoder, reference_config(ENC, 6))

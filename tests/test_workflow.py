@@ -20,11 +20,17 @@ from workflow_runner import copy_workflow, planned_jobs, snakemake
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 GOD_NPZ = "data/Kamitani/npz"
-_STAGE_A_ALL = {("pretrain_mbm", frozenset())} | {
-    ("finetune_mbm", frozenset({("dataset", d), ("subject", s)}))
-    for d, subjects in (("god", ("1", "2")), ("bold5000", ("1", "4")))
-    for s in subjects
-}
+SUBJECTS = {"god": ("1", "2"), "bold5000": ("1", "4")}
+
+
+def _per_subject(rule, datasets=("god", "bold5000")):
+    return {(rule, frozenset({("dataset", d), ("subject", s)})) for d in datasets for s in SUBJECTS[d]}
+
+
+REPORT = {("report", frozenset())}
+SAMPLER_TABLE = {("compare_samplers", frozenset())}  # on god/1 (micro config)
+_STAGE_B_ALL = _per_subject("finetune_ldm") | _per_subject("generate") | _per_subject("evaluate") | SAMPLER_TABLE | REPORT
+_STAGE_A_ALL = {("pretrain_mbm", frozenset())} | _per_subject("finetune_mbm") | _STAGE_B_ALL
 
 
 @pytest.fixture(scope="module")
@@ -164,22 +170,128 @@ def test_changed_preprocess_param_reruns_only_preprocessing(done_workdir):
     } | _STAGE_A_ALL
 
 
-def test_changed_image_size_reruns_only_the_image_job(done_workdir):
+def test_changed_image_size_reruns_only_the_image_job_and_god_stage_b(done_workdir):
+    # images_256.npz feeds GOD's stage B pairs; the prior and the judge learn stimuli.npz instead.
     (done_workdir / "change_images.yaml").write_text("god:\n  images:\n    size: 24\n")
     jobs = planned_jobs(done_workdir, configfiles=("change_images.yaml",))
-    assert jobs == {("preprocess_god_images", frozenset())}
+    god_b = _per_subject("finetune_ldm", ("god",)) | _per_subject("generate", ("god",)) | _per_subject("evaluate", ("god",))
+    assert jobs == {("preprocess_god_images", frozenset())} | god_b | SAMPLER_TABLE | REPORT
 
 
 def test_changed_simulation_param_reruns_that_chain_only(done_workdir):
     (done_workdir / "change_sim.yaml").write_text("bold5000:\n  simulate:\n    snr: 0.7\n")
     jobs = planned_jobs(done_workdir, configfiles=("change_sim.yaml",))
-    assert {rule for rule, _ in jobs} == {"simulate_bold5000", "preprocess_bold5000", "finetune_mbm"}
-    assert {wc for rule, wc in jobs if rule == "finetune_mbm"} == {
-        frozenset({("dataset", "bold5000"), ("subject", s)}) for s in ("1", "4")
-    }
-    assert len(jobs) == 6
+    chain = {"finetune_mbm", "finetune_ldm", "generate", "evaluate"}
+    assert {rule for rule, _ in jobs} == {"simulate_bold5000", "preprocess_bold5000", "report"} | chain
+    for rule in chain:  # GOD's models and the sampler table (on god/1) are untouched
+        assert {wc for r, wc in jobs if r == rule} == {
+            frozenset({("dataset", "bold5000"), ("subject", s)}) for s in ("1", "4")
+        }
+    assert len(jobs) == 13
 
 
 def test_changed_finetune_param_reruns_only_finetuning(done_workdir):
     (done_workdir / "change_a2.yaml").write_text("stage_a:\n  finetune:\n    lr: 1.0e-4\n")
     assert planned_jobs(done_workdir, configfiles=("change_a2.yaml",)) == _STAGE_A_ALL - {("pretrain_mbm", frozenset())}
+
+
+def test_changed_generate_param_reruns_sampling_and_scoring_only(done_workdir):
+    (done_workdir / "change_gen.yaml").write_text("stage_b:\n  generate:\n    steps: 3\n")
+    jobs = planned_jobs(done_workdir, configfiles=("change_gen.yaml",))
+    assert jobs == _per_subject("generate") | _per_subject("evaluate") | REPORT
+
+
+def test_changed_metric_param_reruns_scoring_only(done_workdir):
+    (done_workdir / "change_eval.yaml").write_text("evaluate:\n  n_way: 3\n")
+    assert planned_jobs(done_workdir, configfiles=("change_eval.yaml",)) == _per_subject("evaluate") | REPORT
+
+
+def test_changed_judge_param_rescores_without_regenerating(done_workdir):
+    (done_workdir / "change_judge.yaml").write_text("judge:\n  epochs: 2\n")
+    jobs = planned_jobs(done_workdir, configfiles=("change_judge.yaml",))
+    assert jobs == {("train_judge", frozenset())} | _per_subject("evaluate") | SAMPLER_TABLE | REPORT
+
+
+def test_changed_prior_param_retrains_the_prior_and_stage_b(done_workdir):
+    (done_workdir / "change_prior.yaml").write_text("stage_b:\n  label2img:\n    lr: 5.0e-4\n")
+    jobs = planned_jobs(done_workdir, configfiles=("change_prior.yaml",))
+    assert jobs == {("train_label2img", frozenset())} | _STAGE_B_ALL
+
+
+def test_stage_b_outputs_load_and_have_the_test_set_shape(done_workdir):
+    from mindvis.checkpoints.mindvis_ldm import load_finetuned
+
+    for dataset, subject in (("god", "1"), ("bold5000", "4")):
+        loaded = load_finetuned(done_workdir / f"results/stage_b/{dataset}/{subject}/finetuned.pt")
+        assert loaded.model.spec.vq.resolution == 32
+        with np.load(done_workdir / f"results/samples/{dataset}/{subject}/samples.npz") as z:
+            samples, gt = z["samples"], z["ground_truth"]
+        # micro config: K = 2 samples of every test item, at the model's 32 px
+        assert samples.dtype == np.uint8 and samples.shape[1:] == (2, 32, 32, 3)
+        assert gt.shape == (samples.shape[0], 32, 32, 3)
+        if dataset == "god":
+            assert samples.shape[0] == 20  # 10 classes x 2 test images
+    assert not list((done_workdir / "results/stage_b").rglob("*.resume.pt"))
+
+
+def test_metrics_carry_definitions_and_chance(done_workdir):
+    import json
+
+    metrics = json.loads((done_workdir / "results/metrics/god/2/metrics.json").read_text())
+    flat = json.dumps(metrics)
+    assert "definition" in flat and "chance" in flat
+    nway = [v for v in _records(metrics) if "way" in v.get("label", "").lower()]
+    assert nway, "no n-way metric in metrics.json"
+    assert all(0.0 <= v["value"] <= 1.0 for v in nway)
+
+
+def _records(node):
+    """Every metric record ({'value', 'label', ...}) anywhere in a metrics.json tree."""
+    if isinstance(node, dict):
+        if "value" in node and "label" in node:
+            yield node
+        for child in node.values():
+            yield from _records(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _records(child)
+
+
+def test_report_is_self_contained_with_table_grids_and_samplers(done_workdir):
+    from html.parser import HTMLParser
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.urls, self.rows = [], [], 0
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            attrs = dict(attrs)
+            if tag == "tr":
+                self.rows += 1
+            for key in ("src", "href"):
+                if attrs.get(key):
+                    self.urls.append(attrs[key])
+
+    page = Collect()
+    text = (done_workdir / "results/report.html").read_text()
+    page.feed(text)
+    assert "table" in page.tags
+    images = [u for u in page.urls if u.startswith("data:image/png;base64,")]
+    assert len(images) >= 4 + 1  # one grid per dataset/subject + the sampler plot
+    assert not [u for u in page.urls if u.startswith(("http:", "https:", "//"))], "external URL in the report"
+    for label in ("god", "bold5000"):
+        assert label in text
+    assert 'id="samplers"' in text and "ddim" in text and "dpmpp" in text
+
+
+def test_snakemake_report_has_the_captioned_outputs(done_workdir):
+    proc = snakemake(done_workdir, "--report", "snakemake_report.zip")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import zipfile
+
+    with zipfile.ZipFile(done_workdir / "snakemake_report.zip") as zf:
+        names = zf.namelist()
+    assert any(n.endswith("report.html") for n in names)
+    assert sum(n.endswith("grid.png") for n in names) == 4

@@ -277,7 +277,7 @@ def sampler_plot(rows: list[dict]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    skip = {"sampler", "steps", "seconds_per_image", "dataset", "subject"}
+    skip = {"sampler", "steps", "seconds_per_image", "dataset", "subject", "images", "speedup"}
     metric_cols = sorted({k for r in rows for k, v in r.items() if k not in skip and isinstance(v, (int, float))})
     n = max(1, len(metric_cols))
     fig, axes = plt.subplots(n, 2, figsize=(9, 3 * n), squeeze=False)

@@ -15,12 +15,8 @@ sampler settings. PNG (--grid): one row per test image, ground truth | K samples
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
-
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
+import logging
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,8 @@ The test images are only used for a report-only reconstruction PSNR.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
-
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
+import logging
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,8 @@ MinD-Vis's own code; resumable through <out>.resume.pt (SIGTERM: exit 143).
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
-
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
+import logging
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,8 @@ CompVis's through the same converter. Resumable through <out>.resume.pt.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: spinning threads stall shared CPUs
-
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
+import logging
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,24 @@ clipping; fp32 on CPU, mixed precision on GPU.
 
 Determinism and resuming (as stage A): the item order of epoch e comes from
 (seed, e), every random draw of step s (crops, noise, diffusion steps,
-condition dropout, codebook restarts) from a generator seeded by (seed, s).
+condition dropout, codebook restarts) from generators seeded by (seed, s, kind).
 Every `checkpoint_every_steps` steps, on SIGTERM and at the end, the
 trainable parameters, optimizer, scaler, history, the best
 checkpoint so far and the RNG states go atomically to `<out>.resume.pt`;
 rerunning the same command resumes and ends with exactly the weights of an
 uninterrupted run. The output file is written last, atomically.
+
+Several processes (DDP; as stage A, mindvis.training.distributed): launched
+with WORLD_SIZE > 1 (torchrun) the loop joins the process group and wraps the
+model in DistributedDataParallel; `batch_size` is per process, the global
+batch is batch_size x processes. Every process draws the same global item
+order and takes its slice of each global batch, and every per-item random
+draw of a step is drawn for the GLOBAL batch and sliced (`StepDraws`), so 2
+processes with batch b take the steps of 1 process with batch 2b (up to float
+rounding) and a resume file is valid for any split of the same global batch.
+Selection and evaluation run in every process on identical weights (sampling
+is split between them and gathered) and rank 0's figures are broadcast;
+only rank 0 writes the resume file and the output and logs to the tracker.
 
 Checkpoint selection in stage B (`protocol`), every `select_every_epochs` epochs:
     clean      a seeded `val_fraction` of the training pairs is held out (not trained on) and
@@ -49,6 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.distributed as dist
 from tqdm import tqdm
 
 from mindvis.checkpoints.compvis_ldm import (
@@ -67,6 +80,7 @@ from mindvis.models.ldm.conditioning import FmriConditioner
 from mindvis.models.ldm.dc_ldm import PRIOR_TRAINABLE, STAGE_B_REFERENCE, DcLdm, build_label_ldm
 from mindvis.models.ldm.presets import LdmModelConfig, LdmSpec, VqSpec, resolve_ldm_spec, spec_to_dict
 from mindvis.models.ldm.sampling import SamplerConfig, sample_images
+from mindvis.models.ldm.unet import unet_predict
 from mindvis.training.checkpointing import (
     capture_rng,
     load_resume_state,
@@ -74,8 +88,8 @@ from mindvis.training.checkpointing import (
     resume_path_for,
     save_resume_state,
 )
-from mindvis.training.distributed import epoch_order
-from mindvis.training.mbm_trainer import TrainingInterrupted, resolve_precision, split_holdout
+from mindvis.training import distributed as ddp
+from mindvis.training.mbm_trainer import TrainingInterrupted, resolve_device, resolve_precision, split_holdout
 from mindvis.utils.errors import ConfigError, InputDataError, MindVisError
 from mindvis.utils.seeding import seed_everything
 
@@ -92,7 +106,9 @@ class LdmLoopConfig:
     """Keys every stage B loop shares."""
 
     epochs: int = 10  # passes over the training items
-    batch_size: int = 16  # items per optimizer step (the incomplete last batch of an epoch is dropped)
+    batch_size: int = 16  # items per optimizer step PER PROCESS (as stage A): with N processes (torchrun / several
+    #                        GPUs) a step takes N x batch_size items and follows the trajectory of 1 process with
+    #                        batch N x batch_size; the incomplete last global batch of an epoch is dropped
     lr: float = 1e-4  # AdamW learning rate (constant, as the reference)
     weight_decay: float = 0.01  # AdamW weight decay (torch's default, as the reference)
     clip_grad: float = 0.5  # max gradient L2 norm; 0 disables
@@ -189,6 +205,69 @@ def step_generator(seed: int, step: int, stream: int = 3) -> torch.Generator:
     return torch.Generator().manual_seed(int(mixed % (2**63)))
 
 
+# Each kind of draw has its own stream, so a stage that skips one kind (no crops, no condition
+# dropout) leaves the others unchanged.
+DRAW_STREAMS = {"crop": 21, "crop_offset": 22, "patch_offset": 23, "noise": 24, "timestep": 25, "cond_drop": 26,
+                "restart": 27}
+
+
+class StepDraws:
+    """Every random draw of one optimizer step, for this process's items.
+
+    Per-item draws (`rand`, `randint`, `randn`: leading dimension = items) are
+    made for the whole GLOBAL batch from a generator seeded by (seed, step,
+    kind) and cut to this process's rows `rows` of it: every process sees the
+    draws one process with the global batch would, whatever the split.
+    `shared(kind)` is a generator for draws that belong to no item (codebook
+    restarts): the same in every process.
+    """
+
+    def __init__(self, seed: int, step: int, global_batch: int, rows: slice | None = None):
+        self.seed, self.step, self.global_batch = int(seed), int(step), int(global_batch)
+        self.rows = rows if rows is not None else slice(0, self.global_batch)
+        self.n = len(range(self.global_batch)[self.rows])
+
+    def shared(self, kind: str) -> torch.Generator:
+        if kind not in DRAW_STREAMS:
+            raise KeyError(f"unknown kind of draw {kind!r} (known: {', '.join(DRAW_STREAMS)})")
+        return step_generator(self.seed, self.step, DRAW_STREAMS[kind])
+
+    def rand(self, kind: str, *shape: int) -> torch.Tensor:
+        return torch.rand(self.global_batch, *shape, generator=self.shared(kind))[self.rows]
+
+    def randint(self, kind: str, high: int, *shape: int) -> torch.Tensor:
+        return torch.randint(0, high, (self.global_batch, *shape), generator=self.shared(kind))[self.rows]
+
+    def randn(self, kind: str, *shape: int) -> torch.Tensor:
+        return torch.randn(self.global_batch, *shape, generator=self.shared(kind))[self.rows]
+
+
+class _GeneratorDraws:
+    """StepDraws' interface over one plain generator for `n` items (draws in call order, kinds ignored)."""
+
+    def __init__(self, generator: torch.Generator, n: int):
+        self.generator, self.n = generator, n
+
+    def shared(self, kind: str) -> torch.Generator:
+        return self.generator
+
+    def rand(self, kind: str, *shape: int) -> torch.Tensor:
+        return torch.rand(self.n, *shape, generator=self.generator)
+
+    def randint(self, kind: str, high: int, *shape: int) -> torch.Tensor:
+        return torch.randint(0, high, (self.n, *shape), generator=self.generator)
+
+    def randn(self, kind: str, *shape: int) -> torch.Tensor:
+        return torch.randn(self.n, *shape, generator=self.generator)
+
+
+def _draws_for(rng: torch.Generator | StepDraws | _GeneratorDraws, n: int) -> StepDraws | _GeneratorDraws:
+    draws = _GeneratorDraws(rng, n) if isinstance(rng, torch.Generator) else rng
+    if draws.n != n:
+        raise ValueError(f"draws for {draws.n} items given for a batch of {n}")
+    return draws
+
+
 def digest(*arrays: np.ndarray | torch.Tensor) -> str:
     sha = hashlib.sha256()
     for a in arrays:
@@ -238,13 +317,19 @@ def resize_images(images: np.ndarray, size: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator, crop_p: float, crop_ratio: float) -> torch.Tensor:
-    """uint8 (B, 3, S, S) -> float in [-1, 1]; each image with probability crop_p is randomly cropped and resized."""
+def augment(batch: torch.Tensor, generator: torch.Generator | StepDraws, crop_p: float,
+            crop_ratio: float) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> float in [-1, 1]; each image with probability crop_p is randomly cropped and resized.
+
+    `generator`: a torch generator (draws for these B images) or the step's StepDraws (this
+    process's share of the global batch's draws).
+    """
     x = batch.float() / 127.5 - 1.0
     size = x.shape[-1]
     crop = max(1, int(round(crop_ratio * size)))
-    do_crop = torch.rand(x.shape[0], generator=generator) < crop_p
-    offsets = torch.randint(0, size - crop + 1, (x.shape[0], 2), generator=generator)
+    draws = _draws_for(generator, x.shape[0])
+    do_crop = draws.rand("crop") < crop_p
+    offsets = draws.randint("crop_offset", size - crop + 1, 2)
     if crop >= size or not bool(do_crop.any()):
         return x
     out = x.clone()
@@ -255,12 +340,12 @@ def augment(batch: torch.Tensor, generator: torch.Generator, crop_p: float, crop
     return out
 
 
-def random_patches(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+def random_patches(x: torch.Tensor, size: int, generator: torch.Generator | StepDraws) -> torch.Tensor:
     """One random size x size patch per image (whole images when size is 0 or not smaller)."""
     side = x.shape[-1]
     if size <= 0 or size >= side:
         return x
-    offsets = torch.randint(0, side - size + 1, (x.shape[0], 2), generator=generator).tolist()
+    offsets = _draws_for(generator, x.shape[0]).randint("patch_offset", side - size + 1, 2).tolist()
     return torch.stack([img[:, t:t + size, l:l + size] for img, (t, l) in zip(x, offsets)])
 
 
@@ -364,6 +449,36 @@ def load_pairs(npz: str | Path, images: str | Path | None, dataset: str, split: 
                  labels=labels, raw_voxels=int(raw), norm_mean=float(norm.mean), norm_std=float(norm.std))
 
 
+# -- the training loss of a step -------------------------------------------------------------------------
+def step_diffusion_loss(model: DcLdm, images: torch.Tensor, cond_input: torch.Tensor, draws: StepDraws,
+                        cond_drop_prob: float = 0.0, snr_gamma: float = 0.0) -> torch.Tensor:
+    """DcLdm.diffusion_loss with its noise, diffusion steps and condition dropout taken from `draws`.
+
+    The same loss (MSE to the noise or v target, optional min-SNR weights, a mean over
+    items), but each item's draws are its rows of the GLOBAL batch's draws, so the loss
+    of a process's slice does not depend on how the global batch was split.
+    """
+    latents = model.encode_images(images)
+    noise = draws.randn("noise", *latents.shape[1:]).to(latents)
+    t = draws.randint("timestep", model.noise_scheduler.config.num_train_timesteps).to(latents.device)
+    cond = model.condition(cond_input)
+    if cond_drop_prob > 0:
+        cond = model.conditioner.drop(cond, (draws.rand("cond_drop") < cond_drop_prob).to(latents.device))
+    noisy = model.noise_scheduler.add_noise(latents, noise, t)
+    pred = unet_predict(model.unet, noisy, t, cond.context, cond.time_cond)
+    target = noise if model.spec.schedule.prediction_type == "epsilon" else \
+        model.noise_scheduler.get_velocity(latents, noise, t)
+    if snr_gamma <= 0:
+        return F.mse_loss(pred.float(), target.float())
+    alpha_bar = model.noise_scheduler.alphas_cumprod.to(latents.device)[t].float()
+    snr = alpha_bar / (1 - alpha_bar)
+    # min(SNR, gamma) / SNR for epsilon targets, / (SNR + 1) for v targets (as DcLdm.diffusion_loss)
+    weight = torch.clamp(snr, max=snr_gamma) / (snr if model.spec.schedule.prediction_type == "epsilon"
+                                                else snr + 1)
+    per_item = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+    return (weight * per_item).mean()
+
+
 # -- the shared loop -------------------------------------------------------------------------------------
 class _StopFlag:
     """Set by SIGTERM; checked after every step."""
@@ -390,24 +505,111 @@ class _StopFlag:
 class LoopHooks:
     """What a stage plugs into the loop."""
 
-    step_loss: Callable[[torch.Tensor, torch.Generator, int], torch.Tensor]  # (items, generator, step) -> loss
-    epoch_end: Callable[[int], dict[str, float]] | None = None  # epoch (1-based) -> metrics (may update best)
-    grid: Callable[[int], np.ndarray | None] | None = None  # epoch -> uint8 picture to log
+    # (this process's items, this process's share of the step's draws, global step) -> loss, a mean over the items
+    step_loss: Callable[[torch.Tensor, StepDraws, int], torch.Tensor]
+    epoch_end: Callable[[int], dict[str, float]] | None = None  # epoch (1-based) -> metrics (may update best);
+    #                                                              runs in every process, rank 0's figures are kept
+    grid: Callable[[int], np.ndarray | None] | None = None  # epoch -> uint8 picture to log (rank 0 only: no
+    #                                                          collectives in it)
     best_state: Callable[[], dict[str, Any]] | None = None  # state to keep in the resume file
     load_best: Callable[[dict[str, Any]], None] | None = None
 
 
+# -- several processes ---------------------------------------------------------------------------------
+DRAWS_VERSION = "global-batch/1"  # in the resume fingerprint: a file written with other draws is not resumed
+
+
+def join_processes(device_name: str, env: ddp.DistEnv | None = None) -> tuple[ddp.DistEnv, torch.device]:
+    """This process's place in the job and its device.
+
+    With no `env`, joins the process group when launched with WORLD_SIZE > 1 (torchrun,
+    or spawned test processes) and runs as the only process otherwise.
+    """
+    if env is None:
+        env = ddp.init_distributed(resolve_device(device_name, ddp.env_from_environment()).type)
+    return env, resolve_device(device_name, env)
+
+
+def broadcast_object(obj: Any, env: ddp.DistEnv) -> Any:
+    """Rank 0's `obj` in every process: figures and decisions that must not differ between processes."""
+    if not env.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any, env: ddp.DistEnv) -> list[Any]:
+    """Every process's `obj`, in rank order, in every process."""
+    if not env.distributed:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_rows(t: torch.Tensor, env: ddp.DistEnv) -> torch.Tensor:
+    """The processes' equally shaped tensors joined along dim 0 in rank order: the global batch's rows."""
+    if not env.distributed:
+        return t
+    parts = [torch.empty_like(t) for _ in range(env.world_size)]
+    dist.all_gather(parts, t.detach().contiguous())
+    return torch.cat(parts)
+
+
+def shard(n: int, env: ddp.DistEnv) -> np.ndarray:
+    """This process's contiguous share of n items (rank order = item order, for gathering)."""
+    return np.array_split(np.arange(n), env.world_size)[env.rank]
+
+
+def _global_step_figures(loss: torch.Tensor, stop_raised: bool, env: ddp.DistEnv) -> tuple[float, bool]:
+    """The global batch's loss (mean of the processes' means) and whether any process got SIGTERM.
+
+    One small collective per step: every process sees the same loss (a non-finite one stops
+    all of them at the same step) and stops at the same step.
+    """
+    if not env.distributed:
+        return float(loss.detach()), stop_raised
+    t = torch.stack([loss.detach().float().reshape(()), torch.tensor(float(stop_raised), device=loss.device)])
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t[0]) / env.world_size, bool(t[1] > 0)
+
+
+class _StepModule(torch.nn.Module):
+    """What DDP wraps: one step's loss. A stage calls several parts of its model per step
+    (encoder, conditioner, UNet), not one forward; DDP syncs what runs inside its forward."""
+
+    def __init__(self, model: torch.nn.Module, step_loss: Callable[[torch.Tensor, StepDraws, int], torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self.step_loss = step_loss
+
+    def forward(self, idx: torch.Tensor, draws: StepDraws, step: int) -> torch.Tensor:
+        return self.step_loss(idx, draws, step)
+
+
+# -- the loop -------------------------------------------------------------------------------------------
 def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path: str | Path,
              fingerprint: dict[str, Any], hooks: LoopHooks, export: Callable[[list[dict]], None],
-             tracker=None, stop_after_steps: int | None = None, desc: str = "train") -> dict[str, Any]:
-    """Train the parameters of `model` that require grad; resumable; `export(history)` writes the output."""
+             tracker=None, stop_after_steps: int | None = None, desc: str = "train",
+             env: ddp.DistEnv | None = None) -> dict[str, Any]:
+    """Train the parameters of `model` that require grad; resumable; `export(history)` writes the output.
+
+    `env`: this process among several DDP processes (None: the only one). With several, the
+    process group is joined (`join_processes`) and `model` sits on this process's device;
+    `cfg.batch_size` is per process. Only rank 0 writes files and logs to `tracker`.
+    """
+    env = env or ddp.DistEnv()
+    main = env.is_main
     device = next(model.parameters()).device
     amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
     out_path = Path(out_path)
     resume_path = resume_path_for(out_path)
-    if cfg.batch_size < 1 or n_items // cfg.batch_size < 1:
-        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {n_items} training items: lower batch_size")
-    steps_per_epoch = n_items // cfg.batch_size
+    global_batch = cfg.batch_size * env.world_size
+    if cfg.batch_size < 1 or n_items // global_batch < 1:
+        raise ConfigError(f"batch_size={cfg.batch_size} x {env.world_size} process(es) exceeds the {n_items} "
+                          "training items: lower batch_size")
+    steps_per_epoch = n_items // global_batch
     total_steps = cfg.epochs * steps_per_epoch
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
@@ -416,8 +618,10 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     order_gen = torch.Generator()
-    fingerprint = dict(fingerprint, n_items=n_items, trainable=digest(np.array(sorted(n for n, _ in named))),
-                       precision=f"{amp_dtype}/{use_scaler}")
+    # the global batch, not the split: a resume file is valid for any number of processes that
+    # make the same global batch (they take the same steps)
+    fingerprint = dict(fingerprint, n_items=n_items, global_batch=global_batch, draws=DRAWS_VERSION,
+                       trainable=digest(np.array(sorted(n for n, _ in named))), precision=f"{amp_dtype}/{use_scaler}")
 
     step, history = 0, []
     resumed = load_resume_state(resume_path, fingerprint)
@@ -431,31 +635,45 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
             hooks.load_best(resumed["best"])
         log.info("resumed from %s at step %d/%d", resume_path, step, total_steps)
 
-    def save_state() -> None:
+    net: torch.nn.Module = _StepModule(model, hooks.step_loss)
+    if env.distributed:
+        # device_ids None: DDP would move the inputs, CPU item indices included, onto the GPU.
+        # find_unused_parameters: a trainable set can hold parameters the loss never reaches (the
+        # stage A encoder's cls token in stage B); their gradients stay None, as in one process.
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=None, find_unused_parameters=True)
+
+    def write_state() -> None:
         save_resume_state(resume_path, {
             "fingerprint": fingerprint, "step": step, "history": history,
             "trainable": {n: p.detach().cpu().clone() for n, p in named},
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": capture_rng(order_gen),
-            "best": hooks.best_state() if hooks.best_state is not None else {},
+            "best": hooks.best_state() if hooks.best_state is not None else {}, "world_size": env.world_size,
         })
 
+    def save_state() -> None:
+        if main:
+            write_state()
+        ddp.barrier(env)  # nobody runs ahead of (or exits before) a state that is still being written
+
     clip = cfg.clip_grad if cfg.clip_grad and cfg.clip_grad > 0 else math.inf
+    log_to = tracker if main else None
+    mine = slice(env.rank * cfg.batch_size, (env.rank + 1) * cfg.batch_size)  # this process's rows of a global batch
     model.train()
     t_start = time.perf_counter()
     with _StopFlag() as stop:
         for epoch in range(step // steps_per_epoch, cfg.epochs):
             first = step - epoch * steps_per_epoch
-            order = epoch_order(cfg.seed, epoch, n_items, order_gen)
+            order = ddp.epoch_order(cfg.seed, epoch, n_items, order_gen)
             t0, seen, loss_sum, gnorm_sum, n_steps = time.perf_counter(), 0, 0.0, 0.0, 0
             save_after_epoch = False
-            bar = tqdm(range(first, steps_per_epoch), disable=None, leave=False,
+            bar = tqdm(range(first, steps_per_epoch), disable=None if main else True, leave=False,
                        desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}")
             for i in bar:
-                idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-                gen = step_generator(cfg.seed, step)
+                idx = order[ddp.local_rows(order, i, cfg.batch_size, env)]
+                draws = StepDraws(cfg.seed, step, global_batch, mine)
                 ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
                 with ctx:
-                    loss = hooks.step_loss(idx, gen, step)
+                    loss = net(idx, draws, step)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
                 gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
@@ -463,8 +681,8 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                seen += len(idx)
-                value = float(loss.detach())
+                seen += global_batch
+                value, stopping = _global_step_figures(loss, stop.raised, env)
                 if not math.isfinite(value):
                     raise MindVisError(f"{desc}: loss became non-finite at step {step}; lower lr or use fp32")
                 loss_sum += value
@@ -480,39 +698,45 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
                     # a resumed run never skips an epoch end
                     save_after_epoch = due
                     continue
-                if due or stop.raised:
+                if due or stopping:
                     save_state()
-                if stop.raised:
+                if stopping:
                     bar.close()
                     raise TrainingInterrupted(step, resume_path)
             bar.close()
             elapsed = time.perf_counter() - t0
             metrics = {"loss": loss_sum / max(n_steps, 1), "grad_norm": gnorm_sum / max(n_steps, 1),
                        "samples_per_s": seen / elapsed if elapsed > 0 else float("nan")}
+            metrics = broadcast_object(metrics, env)  # one history in every process (the timing is rank 0's)
             if hooks.epoch_end is not None:
-                metrics.update(hooks.epoch_end(epoch + 1))
+                metrics.update(broadcast_object(hooks.epoch_end(epoch + 1), env))
             history.append({"epoch": epoch + 1, **metrics})
-            log.info("%s epoch %d/%d: %s", desc, epoch + 1, cfg.epochs,
-                     ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-            if tracker is not None:
-                tracker.log_metrics(metrics, step=epoch + 1)
+            if main:
+                log.info("%s epoch %d/%d: %s", desc, epoch + 1, cfg.epochs,
+                         ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            if log_to is not None:
+                log_to.log_metrics(metrics, step=epoch + 1)
             last = epoch + 1 == cfg.epochs
-            if hooks.grid is not None and tracker is not None and (
+            if hooks.grid is not None and log_to is not None and (
                     last or (cfg.grid_every_epochs > 0 and (epoch + 1) % cfg.grid_every_epochs == 0)):
                 picture = hooks.grid(epoch + 1)
                 if picture is not None:
-                    tracker.log_image(picture, f"{desc}_epoch{epoch + 1:04d}.png")
-            if (save_after_epoch or stop.raised) and not last:
+                    log_to.log_image(picture, f"{desc}_epoch{epoch + 1:04d}.png")
+            stopping = ddp.any_rank(stop.raised, env, device)
+            if (save_after_epoch or stopping) and not last:
                 save_state()
-            if stop.raised and not last:
+            if stopping and not last:
                 raise TrainingInterrupted(step, resume_path)
 
-    save_state()  # a crash while exporting still resumes at the end
-    export(history)
-    if not cfg.keep_resume:
-        resume_path.unlink(missing_ok=True)
+    if main:
+        write_state()  # a crash while exporting still resumes at the end
+        export(history)
+        if not cfg.keep_resume:
+            resume_path.unlink(missing_ok=True)
+    ddp.barrier(env)  # the output exists when any process returns
     return {"steps": step, "steps_per_epoch": steps_per_epoch, "epochs": cfg.epochs, "resumed": resumed is not None,
-            "seconds": time.perf_counter() - t_start, "device": str(device),
+            "seconds": time.perf_counter() - t_start, "device": str(device), "world_size": env.world_size,
+            "batch_size": cfg.batch_size, "global_batch": global_batch,
             "precision": "fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
             "final_loss": history[-1]["loss"] if history else None, "history": history}
 
@@ -533,10 +757,13 @@ def _psnr(vq, images: torch.Tensor, device) -> float:
 
 def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Path, tracker=None,
                       eval_images: np.ndarray | None = None, stop_after_steps: int | None = None,
-                      info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the VQ first stage on uint8 (n, H, W, 3) images; write `out` in CompVis VQ layout."""
+                      info: dict[str, Any] | None = None, env: ddp.DistEnv | None = None) -> dict[str, Any]:
+    """Train the VQ first stage on uint8 (n, H, W, 3) images; write `out` in CompVis VQ layout.
+
+    `env` None: one process, or the DDP group when launched with WORLD_SIZE > 1 (see run_loop).
+    """
     set_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    env, device = join_processes(cfg.device, env)
     spec: VqSpec = resolve_ldm_spec(cfg.model).vq
     if cfg.patch_size % spec.downsampling:
         raise ConfigError(f"patch_size {cfg.patch_size} must be a multiple of the VQ's downsampling "
@@ -545,15 +772,16 @@ def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Pat
     held = resize_images(eval_images, spec.resolution) if eval_images is not None else None
     seed_everything(cfg.seed)
     vq = build_vq(spec).to(device)
-    total_steps = cfg.epochs * max(data.shape[0] // max(cfg.batch_size, 1), 1)
+    total_steps = cfg.epochs * max(data.shape[0] // max(cfg.batch_size * env.world_size, 1), 1)
     restart_until = int(cfg.restart_until * total_steps)
     counters = {"restarted": 0}
 
-    def step_loss(idx, gen, step):
-        x = random_patches(augment(data[idx], gen, cfg.crop_p, cfg.crop_ratio), cfg.patch_size, gen).to(device)
+    def step_loss(idx, draws, step):
+        x = random_patches(augment(data[idx], draws, cfg.crop_p, cfg.crop_ratio), cfg.patch_size, draws).to(device)
         h = vq.encode(x).latents
         if cfg.restart_every_steps > 0 and step % cfg.restart_every_steps == 0 and step < restart_until:
-            counters["restarted"] += restart_dead_codes(vq, h, gen)
+            # on the global batch's latents with a shared generator: the same codebook in every process
+            counters["restarted"] += restart_dead_codes(vq, gather_rows(h, env), draws.shared("restart"))
         rec = vq.decode(h)
         err = rec.sample - x
         return err.abs().mean() + cfg.mse_weight * (err**2).mean() + rec.commit_loss.mean()
@@ -586,12 +814,12 @@ def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Pat
         save_compvis_checkpoint(out, vq_to_compvis(vq.state_dict(), spec), mindvis)
 
     fingerprint = {"stage": "autoencoder", "data": digest(data), "spec": str(spec_to_dict(spec)),
-                   **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad", "crop_p",
+                   **{k: getattr(cfg, k) for k in ("epochs", "lr", "weight_decay", "clip_grad", "crop_p",
                                                    "crop_ratio", "seed", "restart_every_steps", "restart_until",
                                                    "patch_size", "mse_weight")}}
 
     result = run_loop(vq, int(data.shape[0]), cfg, out, fingerprint, LoopHooks(step_loss, epoch_end, grid), export,
-                      tracker=tracker, stop_after_steps=stop_after_steps, desc="autoencoder")
+                      tracker=tracker, stop_after_steps=stop_after_steps, desc="autoencoder", env=env)
     if "stopped_at_step" in result:
         return result
     summary.update(result)
@@ -612,10 +840,14 @@ def spec_with_vq(model_cfg: LdmModelConfig, vq: VqSpec) -> LdmSpec:
 
 def train_label2img(images: np.ndarray, labels: np.ndarray, autoencoder: str | Path, cfg: Label2ImgConfig,
                     out: str | Path, tracker=None, class_names: list[str] | None = None,
-                    stop_after_steps: int | None = None, info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the class-conditional LDM (frozen VQ); write `out` as a CompVis label2img checkpoint."""
+                    stop_after_steps: int | None = None, info: dict[str, Any] | None = None,
+                    env: ddp.DistEnv | None = None) -> dict[str, Any]:
+    """Train the class-conditional LDM (frozen VQ); write `out` as a CompVis label2img checkpoint.
+
+    `env` None: one process, or the DDP group when launched with WORLD_SIZE > 1 (see run_loop).
+    """
     set_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    env, device = join_processes(cfg.device, env)
     vq_spec, vq_state, vq_report, _ = read_vq_checkpoint(autoencoder)
     spec = spec_with_vq(cfg.model, vq_spec)
     n_classes = int(max(int(labels.max()) + 1, len(class_names or [])))
@@ -627,9 +859,9 @@ def train_label2img(images: np.ndarray, labels: np.ndarray, autoencoder: str | P
     data = resize_images(images, spec.vq.resolution)
     y = torch.as_tensor(labels, dtype=torch.long)
 
-    def step_loss(idx, gen, step):
-        x = augment(data[idx], gen, cfg.crop_p, cfg.crop_ratio).to(device)
-        return model.diffusion_loss(x, y[idx].to(device), gen, cfg.cond_drop_prob, cfg.snr_gamma)
+    def step_loss(idx, draws, step):
+        x = augment(data[idx], draws, cfg.crop_p, cfg.crop_ratio).to(device)
+        return step_diffusion_loss(model, x, y[idx].to(device), draws, cfg.cond_drop_prob, cfg.snr_gamma)
 
     def grid(epoch):
         from mindvis.generation import tile
@@ -647,10 +879,10 @@ def train_label2img(images: np.ndarray, labels: np.ndarray, autoencoder: str | P
 
     fingerprint = {"stage": "label2img", "data": digest(data, y), "spec": str(spec_to_dict(spec)),
                    "autoencoder": file_identity(autoencoder), "n_classes": n_classes,
-                   **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad",
+                   **{k: getattr(cfg, k) for k in ("epochs", "lr", "weight_decay", "clip_grad",
                                                    "crop_p", "crop_ratio", "seed", "cond_drop_prob", "snr_gamma")}}
     result = run_loop(model, int(data.shape[0]), cfg, out, fingerprint, LoopHooks(step_loss, grid=grid), export,
-                      tracker=tracker, stop_after_steps=stop_after_steps, desc="label2img")
+                      tracker=tracker, stop_after_steps=stop_after_steps, desc="label2img", env=env)
     if "stopped_at_step" in result:
         return result
     result.update({"n_images": int(data.shape[0]), "n_classes": n_classes, "spec": spec_to_dict(spec),
@@ -710,8 +942,12 @@ def heldout_loss(model: DcLdm, fmri: np.ndarray, images: torch.Tensor, draws: in
 
 def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path, prior: str | Path,
                  out: str | Path, cfg: FinetuneLdmConfig, dataset: str = "god", autoencoder: str | Path | None = None,
-                 tracker=None, stop_after_steps: int | None = None) -> dict[str, Any]:
-    """Stage B on one subject: write `out` (MinD-Vis finetuned.pth layout) and return a summary."""
+                 tracker=None, stop_after_steps: int | None = None, env: ddp.DistEnv | None = None) -> dict[str, Any]:
+    """Stage B on one subject: write `out` (MinD-Vis finetuned.pth layout) and return a summary.
+
+    `env` None: one process, or the DDP group when launched with WORLD_SIZE > 1 (see run_loop);
+    every process returns the same summary.
+    """
     from mindvis.generation import pairwise_identification, sample_grid
 
     if cfg.protocol not in PROTOCOLS:
@@ -719,7 +955,7 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
     if cfg.select_metric not in SELECT_METRICS:
         raise ConfigError(f"select_metric must be one of {SELECT_METRICS}, got {cfg.select_metric!r}")
     set_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    env, device = join_processes(cfg.device, env)
     built = build_stage_b(prior, encoder, cfg, autoencoder)
     model = built.model.to(device)
     spec = model.spec
@@ -741,15 +977,22 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
     best: dict[str, Any] = {}
     trainable_names = [n for n, _ in model.trainable_named_parameters()]
 
-    def step_loss(idx, gen, step):
-        x = augment(pictures[idx], gen, cfg.crop_p, cfg.crop_ratio).to(device)
-        return model.diffusion_loss(x, fmri[idx].to(device), gen, cfg.cond_drop_prob, cfg.snr_gamma)
+    def step_loss(idx, draws, step):
+        x = augment(pictures[idx], draws, cfg.crop_p, cfg.crop_ratio).to(device)
+        return step_diffusion_loss(model, x, fmri[idx].to(device), draws, cfg.cond_drop_prob, cfg.snr_gamma)
 
-    def samples_of_selection_pairs() -> np.ndarray:
-        samples, _ = sample_images(model, torch.from_numpy(sel_fmri)[:, None, :], cfg.select_sampler,
-                                   device=device)
+    def samples_of(rows: np.ndarray) -> np.ndarray:
+        # per-item seeds (item_ids): a pair's samples do not depend on which others are sampled with it
+        samples, _ = sample_images(model, torch.from_numpy(sel_fmri[rows])[:, None, :], cfg.select_sampler,
+                                   item_ids=rows.tolist(), device=device)
         model.train()
         return samples
+
+    def samples_of_selection_pairs() -> np.ndarray:
+        """Every process samples its share of the pairs; all get the gathered samples (identical scores)."""
+        mine = shard(sel_fmri.shape[0], env)
+        parts = gather_objects(samples_of(mine) if mine.size else None, env)
+        return np.concatenate([part for part in parts if part is not None])
 
     def score(epoch) -> tuple[float, dict[str, float]]:
         """Higher is better; and the metrics to log."""
@@ -767,7 +1010,7 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
     def epoch_end(epoch):
         if not selecting or (epoch % cfg.select_every_epochs and epoch != cfg.epochs):
             return {}
-        value, metrics = score(epoch)
+        value, metrics = broadcast_object(score(epoch), env)  # every process keeps the epoch rank 0 chose
         if not best or value > best["score"]:
             best.update(epoch=epoch, score=value, state={n: p.detach().cpu().clone()
                                                          for n, p in model.named_parameters() if n in trainable_names})
@@ -776,10 +1019,11 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
     def grid(epoch):
         if sel_fmri.shape[0] == 0:
             return None
+        shown = min(8, sel_fmri.shape[0])
         samples = last_samples.pop("x", None)
         if samples is None:
-            samples = samples_of_selection_pairs()
-        return sample_grid(sel_gt, samples, max_rows=8)
+            samples = samples_of(np.arange(shown))  # rank 0 alone: no collectives; only the shown rows
+        return sample_grid(sel_gt[:shown], samples[:shown])
 
     def load_best(state):
         best.clear()
@@ -801,20 +1045,20 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
                                   dataset="GOD" if dataset == "god" else "BOLD5000")
         save_finetuned(out, model, config)
 
-    if tracker is not None:
+    if tracker is not None and env.is_main:
         tracker.set_tags({"test_set_exposed": str(exposed).lower(), "protocol": cfg.protocol})
     fingerprint = {"stage": "finetune_ldm", "data": digest(fmri, pictures), "selection": digest(sel_fmri),
                    "prior": file_identity(prior), "encoder": file_identity(encoder),
                    "autoencoder": file_identity(autoencoder), "trainable_groups": ",".join(cfg.trainable),
                    "use_time_cond": cfg.use_time_cond, "protocol": cfg.protocol,
-                   **{k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "clip_grad", "crop_p",
+                   **{k: getattr(cfg, k) for k in ("epochs", "lr", "weight_decay", "clip_grad", "crop_p",
                                                    "crop_ratio", "seed", "cond_drop_prob", "select_every_epochs",
                                                    "val_fraction", "snr_gamma", "select_metric",
                                                    "select_loss_draws")},
                    "select_sampler": str(cfg.select_sampler)}
     hooks = LoopHooks(step_loss, epoch_end, grid, best_state=lambda: dict(best), load_best=load_best)
     result = run_loop(model, int(fmri.shape[0]), cfg, out, fingerprint, hooks, export, tracker=tracker,
-                      stop_after_steps=stop_after_steps, desc="stage B")
+                      stop_after_steps=stop_after_steps, desc="stage B", env=env)
     if "stopped_at_step" in result:
         return result
     result.update({"n_train_pairs": int(fmri.shape[0]), "n_selection_pairs": int(sel_fmri.shape[0]),
