@@ -30,6 +30,7 @@ from mindvis.training.ldm_trainer import (
     augment,
     build_stage_b,
     finetune_ldm,
+    shard,
     step_diffusion_loss,
 )
 
@@ -132,6 +133,14 @@ def test_global_draws_are_split_not_redrawn():
     # kinds are separate streams, steps are separate draws
     assert not torch.equal(whole.rand("crop"), whole.rand("cond_drop"))
     assert not torch.equal(whole.rand("crop"), StepDraws(3, 8, 6).rand("crop"))
+
+
+def test_evaluation_shards_cover_the_items_in_order():
+    for n in (0, 1, 3, 8):
+        parts = [shard(n, ddp.DistEnv(rank=r, world_size=2)) for r in range(2)]
+        assert np.concatenate(parts).tolist() == list(range(n))  # gathered in rank order = item order
+        assert abs(len(parts[0]) - len(parts[1])) <= 1
+    assert shard(5, ddp.DistEnv()).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_loss_of_the_global_batch_is_the_mean_of_the_halves(files):

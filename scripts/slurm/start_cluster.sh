@@ -133,6 +133,7 @@ fi
 "$SCRIPT_DIR/stop_cluster.sh" "$STATE_DIR" >/dev/null 2>&1 || true
 
 mkdir -p "$STATE_DIR"/{etc,pids,log,run,slurmctld,slurmd} "$MUNGE_DIR"
+chmod 0755 "$STATE_DIR"
 
 # --- MUNGE: a private key and socket, daemon running as the munge user --------
 # munged wants its socket folder owned by munge and traversable by all clients.
@@ -143,6 +144,8 @@ if [ ! -s "$MUNGE_DIR/munge.key" ]; then
 fi
 chown munge:munge "$MUNGE_DIR/munge.key"
 chmod 0400 "$MUNGE_DIR/munge.key"
+setpriv --reuid=munge --regid=munge --clear-groups test -x "$MUNGE_DIR" ||
+    die "the munge user cannot reach $MUNGE_DIR: every folder above it needs o+x (e.g. use a state folder directly under /tmp)"
 rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
 # setsid: the daemons leave the caller's session and keep no pipe of its open.
 setsid setpriv --reuid=munge --regid=munge --init-groups \
@@ -172,8 +175,11 @@ def_mem_per_cpu=$((real_memory / cpus))
 node_gres=""
 rm -f "$STATE_DIR/etc/gres.conf"
 if [ "$GPUS" -gt 0 ]; then
+    # slurmd drops a GPU without a device file: empty files stand in for them.
+    mkdir -p "$STATE_DIR/fake-gpus"
+    for ((i = 0; i < GPUS; i++)); do : >"$STATE_DIR/fake-gpus/gpu$i"; done
     node_gres="Gres=gpu:$GPUS"
-    echo "NodeName=$NODE_NAME Name=gpu Count=$GPUS" >"$STATE_DIR/etc/gres.conf"
+    echo "NodeName=$NODE_NAME Name=gpu File=$STATE_DIR/fake-gpus/gpu[0-$((GPUS - 1))]" >"$STATE_DIR/etc/gres.conf"
 fi
 sed -e "s|@STATE_DIR@|$STATE_DIR|g" -e "s|@NODE_NAME@|$NODE_NAME|g" \
     -e "s|@CTLD_PORT@|$CTLD_PORT|g" -e "s|@SLURMD_PORT@|$SLURMD_PORT|g" \
@@ -184,7 +190,15 @@ head -n1 "$CONF" | grep -qxF "$MARKER" || die "template $SCRIPT_DIR/slurm.conf.t
 
 # --- /etc/slurm/slurm.conf for job steps (see the header) ---------------------
 if [ -L "$SYSTEM_CONF" ] && { [ ! -e "$SYSTEM_CONF" ] || head -n1 "$SYSTEM_CONF" | grep -qxF "$MARKER"; }; then
-    ln -sfn "$CONF" "$SYSTEM_CONF"   # a link of an earlier test cluster: repoint it
+    # A link of another test cluster: repoint it, unless that cluster still runs.
+    other_state="$(dirname "$(dirname "$(readlink "$SYSTEM_CONF")")")"
+    if [ "$other_state" != "$STATE_DIR" ]; then
+        other_pid="$(cat "$other_state/pids/slurmctld.pid" 2>/dev/null || true)"
+        if [ -n "$other_pid" ] && [ "$(cat "/proc/$other_pid/comm" 2>/dev/null)" = slurmctld ]; then
+            fail "another test cluster runs under $other_state and owns $SYSTEM_CONF; stop it first: $SCRIPT_DIR/stop_cluster.sh $other_state"
+        fi
+    fi
+    ln -sfn "$CONF" "$SYSTEM_CONF"
 elif [ ! -e "$SYSTEM_CONF" ]; then
     mkdir -p "$(dirname "$SYSTEM_CONF")"
     ln -s "$CONF" "$SYSTEM_CONF"

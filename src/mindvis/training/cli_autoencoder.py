@@ -16,10 +16,7 @@ The test images are only used for a report-only reconstruction PSNR.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
@@ -31,23 +28,18 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from mindvis.config import load_section
-    from mindvis.tracking import tracker_for
+    from mindvis.training.job import run_training_job
     from mindvis.training.ldm_trainer import AutoencoderConfig, read_images, train_autoencoder
-    from mindvis.training.mbm_trainer import TrainingInterrupted
 
     cfg = load_section(AutoencoderConfig, args.config, args.overrides)
     train = read_images(args.images, "train_images")
     test = read_images(args.images, "test_images")
-    with tracker_for(args, cfg, dataset="stimuli") as tracker:
-        try:
-            summary = train_autoencoder(train, cfg, args.out, tracker=tracker, eval_images=test,
-                                        info={"images": str(args.images)})
-        except TrainingInterrupted as exc:
-            log.warning("%s", exc)
-            tracker.set_tags({"mindvis.interrupted_at_step": exc.step})
-            return 143
-        tracker.log_dict(summary, "summary.json")
-        tracker.log_file_reference(args.out, "autoencoder")
-    log.info("autoencoder: %d images, PSNR %.2f dB (train), %.0f codes used, %.0f s", summary["n_images"],
-             summary["train_psnr"] or float("nan"), summary["codes_used"] or 0, summary["seconds"])
-    return 0
+
+    def job(env, tracker):
+        return train_autoencoder(train, cfg, args.out, tracker=tracker, eval_images=test,
+                                 info={"images": str(args.images)}, env=env)
+
+    return run_training_job(
+        args, cfg, job, out=args.out, artifact="autoencoder", dataset="stimuli",
+        describe=lambda s: f"autoencoder: {s['n_images']} images, PSNR {s['train_psnr'] or float('nan'):.2f} dB "
+                           f"(train), {s['codes_used'] or 0:.0f} codes used, {s['seconds']:.0f} s")

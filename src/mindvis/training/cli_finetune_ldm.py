@@ -30,10 +30,7 @@ MinD-Vis's own code; resumable through <out>.resume.pt (SIGTERM: exit 143).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
@@ -52,23 +49,17 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from mindvis.config import load_section
-    from mindvis.tracking import tracker_for
+    from mindvis.training.job import run_training_job
     from mindvis.training.ldm_trainer import FinetuneLdmConfig, finetune_ldm
-    from mindvis.training.mbm_trainer import TrainingInterrupted
 
     cfg = load_section(FinetuneLdmConfig, args.config, args.overrides)
-    subject = args.npz.stem.removeprefix("sbj_")
-    with tracker_for(args, cfg, dataset=args.dataset, subject=subject) as tracker:
-        try:
-            summary = finetune_ldm(args.npz, args.images, args.encoder, args.prior, args.out, cfg,
-                                   dataset=args.dataset, autoencoder=args.autoencoder, tracker=tracker)
-        except TrainingInterrupted as exc:
-            log.warning("%s", exc)
-            tracker.set_tags({"mindvis.interrupted_at_step": exc.step})
-            return 143
-        tracker.log_dict(summary, "summary.json")
-        tracker.log_file_reference(args.out, "finetuned")
-    log.info("stage B: %d training pairs, selected epoch %s (score %s, %s protocol), %.0f s",
-             summary["n_train_pairs"], summary["selected_epoch"], summary["selection_score"], summary["protocol"],
-             summary["seconds"])
-    return 0
+
+    def job(env, tracker):
+        return finetune_ldm(args.npz, args.images, args.encoder, args.prior, args.out, cfg, dataset=args.dataset,
+                            autoencoder=args.autoencoder, tracker=tracker, env=env)
+
+    return run_training_job(
+        args, cfg, job, out=args.out, artifact="finetuned", dataset=args.dataset,
+        subject=args.npz.stem.removeprefix("sbj_").removeprefix("CSI"),
+        describe=lambda s: f"stage B: {s['n_train_pairs']} training pairs, selected epoch {s['selected_epoch']} "
+                           f"(score {s['selection_score']}, {s['protocol']} protocol), {s['seconds']:.0f} s")

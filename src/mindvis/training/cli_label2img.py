@@ -21,10 +21,7 @@ CompVis's through the same converter. Resumable through <out>.resume.pt.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser) -> None:
@@ -38,24 +35,18 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from mindvis.config import load_section
-    from mindvis.tracking import tracker_for
+    from mindvis.training.job import run_training_job
     from mindvis.training.ldm_trainer import Label2ImgConfig, read_images, read_labels, train_label2img
-    from mindvis.training.mbm_trainer import TrainingInterrupted
 
     cfg = load_section(Label2ImgConfig, args.config, args.overrides)
     images = read_images(args.images, "train_images")
     labels, names = read_labels(args.labels, images.shape[0], "train")
-    with tracker_for(args, cfg, dataset="stimuli") as tracker:
-        try:
-            summary = train_label2img(images, labels, args.autoencoder, cfg, args.out, tracker=tracker,
-                                      class_names=names, info={"images": str(args.images),
-                                                               "labels": str(args.labels)})
-        except TrainingInterrupted as exc:
-            log.warning("%s", exc)
-            tracker.set_tags({"mindvis.interrupted_at_step": exc.step})
-            return 143
-        tracker.log_dict(summary, "summary.json")
-        tracker.log_file_reference(args.out, "label2img")
-    log.info("label2img: %d images, %d classes, final loss %.4f, %.0f s", summary["n_images"],
-             summary["n_classes"], summary["final_loss"], summary["seconds"])
-    return 0
+
+    def job(env, tracker):
+        return train_label2img(images, labels, args.autoencoder, cfg, args.out, tracker=tracker, class_names=names,
+                               info={"images": str(args.images), "labels": str(args.labels)}, env=env)
+
+    return run_training_job(
+        args, cfg, job, out=args.out, artifact="label2img", dataset="stimuli",
+        describe=lambda s: f"label2img: {s['n_images']} images, {s['n_classes']} classes, "
+                           f"final loss {s['final_loss']:.4f}, {s['seconds']:.0f} s")

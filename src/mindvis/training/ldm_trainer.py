@@ -80,7 +80,6 @@ from mindvis.models.ldm.conditioning import FmriConditioner
 from mindvis.models.ldm.dc_ldm import PRIOR_TRAINABLE, STAGE_B_REFERENCE, DcLdm, build_label_ldm
 from mindvis.models.ldm.presets import LdmModelConfig, LdmSpec, VqSpec, resolve_ldm_spec, spec_to_dict
 from mindvis.models.ldm.sampling import SamplerConfig, sample_images
-from mindvis.models.ldm.unet import unet_predict
 from mindvis.training.checkpointing import (
     capture_rng,
     load_resume_state,
@@ -452,31 +451,14 @@ def load_pairs(npz: str | Path, images: str | Path | None, dataset: str, split: 
 # -- the training loss of a step -------------------------------------------------------------------------
 def step_diffusion_loss(model: DcLdm, images: torch.Tensor, cond_input: torch.Tensor, draws: StepDraws,
                         cond_drop_prob: float = 0.0, snr_gamma: float = 0.0) -> torch.Tensor:
-    """DcLdm.diffusion_loss with its noise, diffusion steps and condition dropout taken from `draws`.
-
-    The same loss (MSE to the noise or v target, optional min-SNR weights, a mean over
-    items), but each item's draws are its rows of the GLOBAL batch's draws, so the loss
-    of a process's slice does not depend on how the global batch was split.
-    """
+    """DcLdm's diffusion loss with its noise, steps and condition dropout taken from `draws`:
+    each item's draws are its rows of the GLOBAL batch's draws, so the loss of a process's
+    slice does not depend on how the global batch was split."""
     latents = model.encode_images(images)
-    noise = draws.randn("noise", *latents.shape[1:]).to(latents)
-    t = draws.randint("timestep", model.noise_scheduler.config.num_train_timesteps).to(latents.device)
-    cond = model.condition(cond_input)
-    if cond_drop_prob > 0:
-        cond = model.conditioner.drop(cond, (draws.rand("cond_drop") < cond_drop_prob).to(latents.device))
-    noisy = model.noise_scheduler.add_noise(latents, noise, t)
-    pred = unet_predict(model.unet, noisy, t, cond.context, cond.time_cond)
-    target = noise if model.spec.schedule.prediction_type == "epsilon" else \
-        model.noise_scheduler.get_velocity(latents, noise, t)
-    if snr_gamma <= 0:
-        return F.mse_loss(pred.float(), target.float())
-    alpha_bar = model.noise_scheduler.alphas_cumprod.to(latents.device)[t].float()
-    snr = alpha_bar / (1 - alpha_bar)
-    # min(SNR, gamma) / SNR for epsilon targets, / (SNR + 1) for v targets (as DcLdm.diffusion_loss)
-    weight = torch.clamp(snr, max=snr_gamma) / (snr if model.spec.schedule.prediction_type == "epsilon"
-                                                else snr + 1)
-    per_item = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
-    return (weight * per_item).mean()
+    noise = draws.randn("noise", *latents.shape[1:])
+    t = draws.randint("timestep", model.noise_scheduler.config.num_train_timesteps)
+    drop = draws.rand("cond_drop") < cond_drop_prob if cond_drop_prob > 0 else None
+    return model.loss_at(latents, cond_input, noise, t, drop, snr_gamma)
 
 
 # -- the shared loop -------------------------------------------------------------------------------------
@@ -656,7 +638,8 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
         ddp.barrier(env)  # nobody runs ahead of (or exits before) a state that is still being written
 
     clip = cfg.clip_grad if cfg.clip_grad and cfg.clip_grad > 0 else math.inf
-    log_to = tracker if main else None
+    # rank 0 logs; a disabled tracker (--no-tracking) would only waste the grid's sampling
+    log_to = tracker if main and tracker is not None and getattr(tracker, "enabled", True) else None
     mine = slice(env.rank * cfg.batch_size, (env.rank + 1) * cfg.batch_size)  # this process's rows of a global batch
     model.train()
     t_start = time.perf_counter()

@@ -155,21 +155,29 @@ class DcLdm(nn.Module):
 
         All randomness (noise, steps, condition dropout) comes from `generator`
         (a CPU generator): a step's draws depend on its seed only, so a resumed
-        run repeats them exactly. `snr_gamma` > 0 weights each step by
-        min(SNR, gamma) / SNR ("min-SNR" weighting, Hang et al. 2023): low-noise
-        steps count less, so a model trained from scratch learns the global
-        structure sooner. 0 (the reference) is the plain mean.
+        run repeats them exactly. See `loss_at` for `snr_gamma`.
         """
         latents = self.encode_images(images)
         b = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        noise = torch.randn(latents.shape, generator=generator)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
         drop = torch.rand(b, generator=generator) < cond_drop_prob
-        t, drop = t.to(latents.device), drop.to(latents.device)
+        return self.loss_at(latents, cond_input, noise, t, drop if cond_drop_prob > 0 else None, snr_gamma)
+
+    def loss_at(self, latents: torch.Tensor, cond_input: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                drop: torch.Tensor | None = None, snr_gamma: float = 0.0) -> torch.Tensor:
+        """The diffusion loss for given draws: noise (b, C, h, w), steps t (b,), dropped conditions (b,) bool.
+
+        `snr_gamma` > 0 weights each step by min(SNR, gamma) / SNR ("min-SNR"
+        weighting, Hang et al. 2023): low-noise steps count less, so a model
+        trained from scratch learns the global structure sooner. 0 (the
+        reference) is the plain mean.
+        """
+        noise, t = noise.to(latents), t.to(latents.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         cond = self.condition(cond_input)
-        if cond_drop_prob > 0:
-            cond = self.conditioner.drop(cond, drop)
+        if drop is not None:
+            cond = self.conditioner.drop(cond, drop.to(latents.device))
         pred = unet_predict(self.unet, noisy, t, cond.context, cond.time_cond)
         target = noise if self.spec.schedule.prediction_type == "epsilon" else \
             self.noise_scheduler.get_velocity(latents, noise, t)
