@@ -12,13 +12,14 @@ rule preprocess_god_images:
         test_labels=f"{GOD_NPZ_DIR}/imagenet_testing_label.csv",
     params:
         cfg=section("god", "images"),
+        out_dir=lambda wildcards, output: Path(output.images).parent,
     conda:
         "../envs/data.yaml"
     log:
         f"{RESULTS}/logs/preprocess_god_images.log",
     shell:
         "python -m mindvis preprocess-god-images --train-list {input.train_list} "
-        "--test-list {input.test_list} --image-dir {input.image_dir} --out-dir {GOD_NPZ_DIR} "
+        "--test-list {input.test_list} --image-dir {input.image_dir} --out-dir {params.out_dir} "
         "--config {params.cfg:q} --rule {rule} --wildcard dataset=god > {log} 2>&1"
 
 
@@ -56,13 +57,14 @@ rule preprocess_bold5000:
     params:
         cfg=section("bold5000", "preprocess"),
         raw_dir=config["bold5000"]["raw_dir"],
+        out_dir=lambda wildcards, output: Path(output.npz).parent.parent,  # the BOLD5000 root above npz/
     conda:
         "../envs/data.yaml"
     log:
         f"{RESULTS}/logs/preprocess_bold5000/{{subject}}.log",
     shell:
         "python -m mindvis preprocess-bold5000 --raw-dir {params.raw_dir} --subject {wildcards.subject} "
-        "--out-dir {B5_DIR} --config {params.cfg:q} "
+        "--out-dir {params.out_dir} --config {params.cfg:q} "
         "--rule {rule} --wildcard dataset=bold5000 --wildcard subject={wildcards.subject} > {log} 2>&1"
 
 

@@ -12,12 +12,13 @@ rule make_stimuli:
         images=directory(f"{STIMULI}/images"),
     params:
         cfg=section("stimuli"),
+        out_dir=lambda wildcards, output: Path(output.npz).parent,
     conda:
         "../envs/data.yaml"
     log:
         f"{RESULTS}/logs/make_stimuli.log",
     shell:
-        "python -m mindvis make-stimuli --out-dir {STIMULI} --config {params.cfg:q} "
+        "python -m mindvis make-stimuli --out-dir {params.out_dir} --config {params.cfg:q} "
         "--rule {rule} > {log} 2>&1"
 
 
