@@ -26,14 +26,25 @@ _NOT_RUNTIME = {"pytest", "bdpy", "snakemake", "jsonschema", "psutil"}
 _OPTIONAL = {"isal"}  # the `fast` extra: used when importable, never required
 
 
-def _env_packages(path) -> set[str]:
+def _requirements(items) -> dict[str, str]:
+    """name -> version specifier ("" when none), names lower-cased."""
+    out = {}
+    for item in items:
+        name = re.split(r"[<>=!~ \[;]", item, maxsplit=1)[0]
+        out[name.lower()] = item[len(name):].split(";")[0].strip()
+    return out
+
+
+def _env_requirements(path) -> dict[str, str]:
     env = yaml.safe_load(path.read_text())
-    names: set[str] = set()
+    found: dict[str, str] = {}
     for dep in env["dependencies"]:
-        items = dep["pip"] if isinstance(dep, dict) else [dep]
-        for item in items:
-            names.add(re.split(r"[<>=!~ \[]", item, maxsplit=1)[0].lower())
-    return names
+        found.update(_requirements(dep["pip"] if isinstance(dep, dict) else [dep]))
+    return found
+
+
+def _env_packages(path) -> set[str]:
+    return set(_env_requirements(path))
 
 
 def _third_party_imports() -> set[str]:
@@ -72,3 +83,20 @@ def test_every_rule_names_a_conda_env_that_exists():
         assert len(envs) == n_rules, f"{smk.name}: {n_rules} rules but {len(envs)} conda: directives"
         for env in envs:
             assert (smk.parent / env).resolve().is_file(), f"{smk.name}: {env} does not exist"
+
+
+def test_envs_and_pyproject_list_the_same_packages_and_bounds():
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_PACKAGE_OF.get(k, k): v for k, v in _requirements(project["dependencies"]).items()}
+    in_envs: dict[str, str] = {}
+    for path in (REPO_ROOT / "envs").glob("*.yaml"):
+        for name, spec in _env_requirements(path).items():
+            assert in_envs.setdefault(name, spec) == spec, f"{name}: {spec} in {path.name}, {in_envs[name]} elsewhere"
+    # the jobs' environments need everything the package needs, except the DAG's own host tools
+    host_only = {"snakemake", "jsonschema"}
+    assert set(declared) - host_only == set(in_envs) - {"python", "pip"}
+    for name, spec in declared.items():
+        if name not in host_only:
+            assert in_envs[name] == spec, f"{name}: pyproject says {spec!r}, envs/ say {in_envs[name]!r}"
