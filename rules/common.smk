@@ -35,9 +35,9 @@ def section(*keys):
 
 def launcher(wildcards, resources):
     """`python -m mindvis`, or torchrun with one process per GPU when the job
-    gets more than one (its `gpus` resource, e.g. from the SLURM profile) or
+    gets more than one (its `gpu` resource, e.g. from the SLURM profile) or
     `distributed.nproc_per_node` asks for more. Training code is DDP-aware."""
-    n = max(int(getattr(resources, "gpus", 0) or 0), int(config["distributed"]["nproc_per_node"]))
+    n = max(int(getattr(resources, "gpu", 0) or 0), int(config["distributed"]["nproc_per_node"]))
     if n > 1:
         return f"torchrun --standalone --nproc-per-node {n} -m mindvis"
     return "python -m mindvis"

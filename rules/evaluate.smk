@@ -107,7 +107,7 @@ rule compare_samplers:
         subject=sampler_subject()["subject"],
     threads: 1
     resources:
-        gpus=1,
+        gpu=1,
     conda:
         "../envs/torch.yaml"
     log:

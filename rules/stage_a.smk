@@ -29,7 +29,7 @@ rule pretrain_mbm:
         launch=launcher,
     threads: 2
     resources:
-        gpus=1,
+        gpu=1,
     conda:
         "../envs/torch.yaml"
     log:
@@ -52,7 +52,7 @@ rule finetune_mbm:
         launch=launcher,
     threads: 2
     resources:
-        gpus=1,
+        gpu=1,
     conda:
         "../envs/torch.yaml"
     log:

@@ -56,7 +56,7 @@ rule train_autoencoder:
         launch=launcher,
     threads: 1
     resources:
-        gpus=1,
+        gpu=1,
     conda:
         "../envs/torch.yaml"
     log:
@@ -77,7 +77,7 @@ rule train_label2img:
         launch=launcher,
     threads: 1
     resources:
-        gpus=1,
+        gpu=1,
     conda:
         "../envs/torch.yaml"
     log:
@@ -103,7 +103,7 @@ rule finetune_ldm:
         launch=launcher,
     threads: 1
     resources:
-        gpus=1,
+        gpu=1,
     conda:
         "../envs/torch.yaml"
     log:
@@ -129,7 +129,7 @@ rule generate:
         images=images_option,
     threads: 1
     resources:
-        gpus=1,
+        gpu=1,
     conda:
         "../envs/torch.yaml"
     log:

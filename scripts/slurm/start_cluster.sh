@@ -3,15 +3,15 @@
 # munged + slurmctld + slurmd from Debian's packages, all on 127.0.0.1.
 #
 #   apt-get install -y munge slurmctld slurmd slurm-client     # once, as root
-#   scripts/slurm/start_cluster.sh [--gpus N] [--partition NAME] [--timeout S] [STATE_DIR]
+#   scripts/slurm/start_cluster.sh [--gpus N] [--partition NAME] [--max-time T] [--timeout S] [STATE_DIR]
 #   export SLURM_CONF=STATE_DIR/etc/slurm.conf                 # or: source STATE_DIR/cluster.env
 #   scripts/slurm/stop_cluster.sh [STATE_DIR]
 #
 # STATE_DIR (default /tmp/mindvis-slurm) receives the generated configuration
 # (etc/), the MUNGE key and socket (munge/), the daemons' state, logs (log/)
 # and PID files (pids/), which stop_cluster.sh uses to stop exactly these
-# processes. Options:
-#   --gpus N          advertise N GPUs (a GRES without device files) so jobs that
+# processes. Running it again while the cluster is up only reports it.
+#   --gpus N          advertise N fake GPUs (GRES backed by empty files) so jobs that
 #                     request GPUs are scheduled; they still run on the CPU (default 0)
 #   --partition NAME  name of the only partition (default: mindvis)
 #   --max-time T      partition time limit, SLURM syntax (default: INFINITE)
@@ -133,7 +133,7 @@ fi
 "$SCRIPT_DIR/stop_cluster.sh" "$STATE_DIR" >/dev/null 2>&1 || true
 
 mkdir -p "$STATE_DIR"/{etc,pids,log,run,slurmctld,slurmd} "$MUNGE_DIR"
-chmod 0755 "$STATE_DIR"
+chmod go+x "$STATE_DIR"   # munged (as munge) must traverse it to reach its socket
 
 # --- MUNGE: a private key and socket, daemon running as the munge user --------
 # munged wants its socket folder owned by munge and traversable by all clients.
@@ -161,11 +161,11 @@ wait_for "munged to answer on $MUNGE_SOCKET" munge_works
 
 # --- slurm.conf from the template, with this machine's hardware ---------------
 # slurmd -C prints what slurmd will detect; declaring more makes the node INVALID.
-hardware="$(slurmd -C | head -n1)" || die "slurmd -C failed"
+hardware="$(slurmd -C | head -n1)" || fail "slurmd -C failed"
 hardware_fields=""
 for key in CPUs Boards SocketsPerBoard CoresPerSocket ThreadsPerCore RealMemory; do
     value="$(sed -n "s/.*\b$key=\([0-9]*\).*/\1/p" <<<"$hardware")"
-    [ -n "$value" ] || die "slurmd -C did not report $key: $hardware"
+    [ -n "$value" ] || fail "slurmd -C did not report $key: $hardware"
     hardware_fields+="$key=$value "
     [ "$key" = CPUs ] && cpus="$value"
     [ "$key" = RealMemory ] && real_memory="$value"
@@ -186,7 +186,7 @@ sed -e "s|@STATE_DIR@|$STATE_DIR|g" -e "s|@NODE_NAME@|$NODE_NAME|g" \
     -e "s|@DEF_MEM_PER_CPU@|$def_mem_per_cpu|g" -e "s|@NODE_HARDWARE@|${hardware_fields% }|g" \
     -e "s|@NODE_GRES@|$node_gres|g" -e "s|@PARTITION@|$PARTITION|g" -e "s|@MAX_TIME@|$MAX_TIME|g" \
     "$SCRIPT_DIR/slurm.conf.template" >"$CONF"
-head -n1 "$CONF" | grep -qxF "$MARKER" || die "template $SCRIPT_DIR/slurm.conf.template lost its first line"
+head -n1 "$CONF" | grep -qxF "$MARKER" || fail "template $SCRIPT_DIR/slurm.conf.template lost its first line"
 
 # --- /etc/slurm/slurm.conf for job steps (see the header) ---------------------
 if [ -L "$SYSTEM_CONF" ] && { [ ! -e "$SYSTEM_CONF" ] || head -n1 "$SYSTEM_CONF" | grep -qxF "$MARKER"; }; then
