@@ -58,3 +58,21 @@ def planned_jobs(workdir: Path, *args: str, configfiles: tuple[str, ...] = ()) -
         if match and current:
             wildcards = frozenset(tuple(kv.split("=", 1)) for kv in match.group(1).split(", "))
     return jobs
+
+
+def start_snakemake(
+    workdir: Path, *args: str, configfiles: tuple[str, ...] = (), output: Path | None = None
+) -> subprocess.Popen:
+    """Start Snakemake like `snakemake()` but without waiting, in a new session (so the caller can end
+    the whole process group it started, jobs included); stdout and stderr go to `output` (default
+    workdir/snakemake.out), never to a pipe that could fill up while nobody reads it."""
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir}/results/mlflow.db"
+    env.pop("MINDVIS_ARTIFACT_ROOT", None)
+    cmd = [sys.executable, "-m", "snakemake", "--configfile", "micro.yaml", *configfiles, *args]
+    sink = open(output or workdir / "snakemake.out", "w")  # noqa: SIM115 (closed when the child has it)
+    try:
+        return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    finally:
+        sink.close()
