@@ -72,6 +72,15 @@ def test_failed_job_marks_run_failed(tmp_path):
     assert "disk on fire" in runs[0].data.tags["mindvis.error"]
 
 
+def test_interrupted_job_ends_killed_with_its_step(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    with JobTracker("preempted", uri=uri) as tracker:
+        tracker.mark_interrupted(42)  # SIGTERM: resume file written, exit 143 follows
+    _, (run,) = _runs(uri)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["mindvis.interrupted_at_step"] == "42"
+
+
 def test_unreachable_server_does_not_stop_the_job(tmp_path):
     # Port 9 (discard) on loopback: connection refused at once.
     tracker = JobTracker("offline", uri="http://127.0.0.1:9")

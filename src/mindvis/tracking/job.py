@@ -101,6 +101,7 @@ class JobTracker:
         self.experiment = experiment or settings.experiment_name()
         self.config_artifact = config_artifact
         self.run_id: str | None = None
+        self._interrupted = False
         self._client = None
         self._lock_path: Path | None = None
 
@@ -175,8 +176,15 @@ class JobTracker:
                 self.log_dict(dict(self.config_artifact), "config.yaml")
         return self
 
+    def mark_interrupted(self, step: int) -> None:
+        """The job stopped on SIGTERM with a resume file: the run ends KILLED, not FINISHED."""
+        self._interrupted = True
+        self.set_tags({"mindvis.interrupted_at_step": step})
+
     def __exit__(self, exc_type, exc, tb) -> None:
         status = "FINISHED" if exc_type is None else "FAILED"
+        if exc_type is None and self._interrupted:
+            status = "KILLED"
         if exc_type is not None:
             self.set_tags({"mindvis.error": f"{exc_type.__name__}: {exc}"[:5000]})
         if self.run_id:

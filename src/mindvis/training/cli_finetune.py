@@ -171,7 +171,7 @@ def run(args) -> int:
                                        env=env)
             except TrainingInterrupted as exc:
                 log.warning("%s", exc)
-                tracker.set_tags({"mindvis.interrupted_at_step": exc.step})
+                tracker.mark_interrupted(exc.step)
                 return 143
             if env.is_main:
                 tracker.log_dict(summary, "summary.json")

@@ -164,7 +164,7 @@ def run(args) -> int:
                 summary = pretrain_mbm(args.hcp, args.god, args.out, cfg, tracker=tracker, env=env)
             except TrainingInterrupted as exc:
                 log.warning("%s", exc)
-                tracker.set_tags({"mindvis.interrupted_at_step": exc.step})
+                tracker.mark_interrupted(exc.step)
                 return 143
             if env.is_main:
                 tracker.log_dict(summary, "summary.json")

@@ -34,7 +34,7 @@ def run_training_job(args, cfg, train: Callable[[Any, Any], dict[str, Any]], *, 
                 summary = train(env, tracker)
             except TrainingInterrupted as exc:
                 log.warning("%s", exc)
-                tracker.set_tags({"mindvis.interrupted_at_step": exc.step})
+                tracker.mark_interrupted(exc.step)
                 return EXIT_INTERRUPTED
             if env.is_main:
                 tracker.log_dict(summary, "summary.json")
