@@ -50,12 +50,8 @@ COMPVIS_SMALL = LdmSpec(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models: one thread is fastest, and keeps timings steady on shared cores
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomised(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

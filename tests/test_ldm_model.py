@@ -13,36 +13,18 @@ from mindvis.models.ldm.presets import (
     PAPER,
     TINY,
     LdmModelConfig,
-    LdmSpec,
-    ScheduleSpec,
-    UnetSpec,
-    VqSpec,
     ldm_spec_from_dict,
     resolve_ldm_spec,
 )
 from mindvis.models.ldm.unet import build_unet, is_cross_attention_param, unet_predict
-from mindvis.models.presets import ArchSpec
 from mindvis.utils.errors import ConfigError
 
-MICRO = LdmSpec(
-    unet=UnetSpec(sample_size=4, in_channels=3, out_channels=3, model_channels=8, channel_mult=(1, 2),
-                  num_res_blocks=1, attention_resolutions=(2,), num_heads=1, transformer_depth=1, context_dim=8,
-                  time_embed_dim=16, norm_num_groups=4),
-    vq=VqSpec(resolution=16, in_channels=3, out_ch=3, ch=8, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=3,
-              embed_dim=3, n_embed=16, norm_num_groups=4),
-    schedule=ScheduleSpec(),
-)
-ENC = ArchSpec(patch_size=16, embed_dim=16, depth=1, num_heads=2, mlp_ratio=1.0, decoder_embed_dim=8,
-               decoder_depth=1, decoder_num_heads=2)
-N_TOKENS = 6
+from ldm_factory import ENC, MICRO, N_TOKENS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+# tiny models: one thread is fastest, and keeps timings steady on shared cores
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fmri_model(seed: int = 0, use_time_cond: bool = True) -> DcLdm:

@@ -14,12 +14,8 @@ from mindvis.models.ldm.sampling import SAMPLERS, SamplerConfig, denoise, make_s
 from mindvis.utils.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models: one thread is fastest, and keeps timings steady on shared cores
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

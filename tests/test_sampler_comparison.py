@@ -39,12 +39,8 @@ CFG = SamplerComparisonConfig(samplers=["ddim:3", "dpmpp:2", "ddim:3"], n_sample
                               n_way=5, device="cpu", threads=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models: one thread is fastest, and keeps timings steady on shared cores
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _jittered(module: torch.nn.Module, scale: float = 0.5, seed: int = 3) -> torch.nn.Module:

@@ -508,7 +508,7 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
 
     def flush() -> None:
         """Move the on-device running sums into `accum`; stop on a non-finite loss."""
-        nonlocal run_loss, run_gnorm, run_steps, last_loss
+        nonlocal run_steps, last_loss  # the tensors are zeroed in place
         if run_steps == 0:
             return
         total = float(run_loss)
