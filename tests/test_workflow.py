@@ -295,3 +295,33 @@ def test_snakemake_report_has_the_captioned_outputs(done_workdir):
         names = zf.namelist()
     assert any(n.endswith("report.html") for n in names)
     assert sum(n.endswith("grid.png") for n in names) == 4
+
+
+def test_added_subject_runs_only_its_jobs_and_the_report(done_workdir):
+    # A new BOLD5000 subject: its own chain, then the report; no other model is retrained
+    # (pre-training reads HCP and GOD only).
+    (done_workdir / "add_subject.yaml").write_text("bold5000:\n  subjects: [1, 4, 2]\n")
+    jobs = planned_jobs(done_workdir, configfiles=("add_subject.yaml",))
+    new = frozenset({("dataset", "bold5000"), ("subject", "2")})
+    assert jobs == {
+        ("simulate_bold5000", frozenset({("subject", "2")})),
+        ("preprocess_bold5000", frozenset({("subject", "2")})),
+        ("finetune_mbm", new),
+        ("finetune_ldm", new),
+        ("generate", new),
+        ("evaluate", new),
+    } | REPORT
+
+
+def test_touched_file_above_the_checksum_limit_reruns(done_workdir):
+    # Snakemake checksums only inputs below --max-checksum-file-size (default 1 MB): a
+    # touched LARGE file looks changed, as the README says. Emulated with a 1 KB limit.
+    raw = done_workdir / "data/raw/god/Subject1.h5"
+    stat = raw.stat()
+    _touch_later(raw)
+    try:
+        jobs = planned_jobs(done_workdir, "--max-checksum-file-size", "1KB")
+        assert ("preprocess_god", frozenset({("subject", "1")})) in jobs
+        assert planned_jobs(done_workdir, "--max-checksum-file-size", "1GB") == set()
+    finally:
+        os.utime(raw, (stat.st_atime, stat.st_mtime))
