@@ -13,7 +13,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 # exported so every job (local or on a cluster) logs to the same store.
 os.environ.setdefault("MLFLOW_TRACKING_URI", config["tracking"]["uri"])
 os.environ.setdefault("MINDVIS_EXPERIMENT", config["tracking"]["experiment"])
-os.environ.setdefault("MINDVIS_ARTIFACT_ROOT", config["tracking"]["artifact_root"])
+# Empty artifact_root: results/mlartifacts for a local store, the server's own root for a server.
+if config["tracking"].get("artifact_root"):
+    os.environ.setdefault("MINDVIS_ARTIFACT_ROOT", config["tracking"]["artifact_root"])
 
 RAW = config["paths"]["raw"]
 PROCESSED = config["paths"]["processed"]

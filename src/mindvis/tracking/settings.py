@@ -25,8 +25,18 @@ def experiment_name() -> str:
     return os.environ.get("MINDVIS_EXPERIMENT") or DEFAULT_EXPERIMENT
 
 
-def artifact_root() -> str:
-    root = os.environ.get("MINDVIS_ARTIFACT_ROOT") or DEFAULT_ARTIFACT_ROOT
+def artifact_root() -> str | None:
+    """Where a new experiment stores artifacts; None lets a tracking server decide.
+
+    With an http(s) tracking URI and no MINDVIS_ARTIFACT_ROOT, the server's own
+    root (`--artifacts-destination`, proxied as `mlflow-artifacts:`) is used:
+    a local default would be a path on whichever node created the experiment.
+    """
+    root = os.environ.get("MINDVIS_ARTIFACT_ROOT")
+    if not root:
+        if tracking_uri().startswith(("http://", "https://")):
+            return None
+        root = DEFAULT_ARTIFACT_ROOT
     if "://" in root:
         return root
     return Path(root).resolve().as_uri()
