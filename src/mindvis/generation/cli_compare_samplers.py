@@ -31,11 +31,9 @@ METRICS = ("seconds_per_image", "speedup", "identification_pcc", "nway_top1_exac
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", type=Path, required=True, help="finetuned.pt (ours) or MinD-Vis's finetuned.pth")
-    parser.add_argument("--npz", type=Path, required=True, help="one subject: GOD sbj_N.npz or BOLD5000 CSI{n}.npz")
-    parser.add_argument("--images", type=Path, default=None,
-                        help="GOD images_256.npz (BOLD5000 keeps its images in the subject npz)")
-    parser.add_argument("--dataset", choices=("god", "bold5000"), default="god", help="which reader --npz needs")
+    from mindvis.generation.cli_generate import add_model_and_subject_arguments
+
+    add_model_and_subject_arguments(parser)
     parser.add_argument("--judge", type=Path, default=None,
                         help="judge file for the n-way top-1 column (optional; kind = config `judge`, "
                              "small_cnn: the file from `mindvis train-judge`)")

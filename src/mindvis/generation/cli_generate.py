@@ -21,12 +21,17 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser) -> None:
+def add_model_and_subject_arguments(parser) -> None:
+    """The options every command that samples a stage B model on one subject's test set needs."""
     parser.add_argument("--model", type=Path, required=True, help="finetuned.pt (ours) or MinD-Vis's finetuned.pth")
     parser.add_argument("--npz", type=Path, required=True, help="one subject: GOD sbj_N.npz or BOLD5000 CSI{n}.npz")
     parser.add_argument("--images", type=Path, default=None,
                         help="GOD images_256.npz (BOLD5000 keeps its images in the subject npz)")
     parser.add_argument("--dataset", choices=("god", "bold5000"), default="god", help="which reader --npz needs")
+
+
+def add_arguments(parser) -> None:
+    add_model_and_subject_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output npz, e.g. <dir>/samples.npz")
     parser.add_argument("--grid", type=Path, default=None,
                         help="PNG grid (ground truth | samples), e.g. <dir>/grid.png")
