@@ -22,9 +22,10 @@ def _isolated_tracking(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_torch_thread():
-    """Run a test with one torch CPU thread (restored afterwards)."""
+    """Run a test module with one torch CPU thread (restored afterwards); module-scoped so
+    it also covers the module's own training fixtures."""
     import torch
 
     before = torch.get_num_threads()

@@ -17,13 +17,8 @@ from mindvis.training.optim import decay_groups
 from mindvis.utils.errors import ConfigError, InputDataError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared machine, OpenMP threads spinning for a busy core make runs erratic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one intra-op thread: OpenMP threads spinning for a busy core make runs erratic on shared machines
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def structured_rows(n: int, v: int, rank: int = 6, noise: float = 0.3, seed: int = 0,

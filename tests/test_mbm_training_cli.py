@@ -17,13 +17,8 @@ A1 = json.dumps({"epochs": 2, "batch_size": 8, "window": 4, "checkpoint_every_st
 A2 = {"epochs": 2, "batch_size": 8, "checkpoint_every_steps": 0, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared machine, OpenMP threads spinning for a busy core make runs erratic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one intra-op thread: OpenMP threads spinning for a busy core make runs erratic on shared machines
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_hcp(path, frames, voxels=(20, 18, 14, 12), seed=0):

@@ -27,13 +27,8 @@ FRAMES = 600  # per run; two runs
 AREAS = ("V3", "V4")  # 1345 voxels = 85 tokens: the whole HCP path, a third of the tokens
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared machine, OpenMP threads spinning for a busy core make runs erratic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one intra-op thread: OpenMP threads spinning for a busy core make runs erratic on shared machines
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
