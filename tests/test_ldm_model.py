@@ -205,3 +205,33 @@ def test_label_prior_model_trains_unet_and_class_embedder_only():
     assert all(not p.requires_grad for p in model.vq.parameters())
     with pytest.raises(ValueError):
         FmriConditioner(fmri_model().conditioner.encoder.__class__(ENC, 1, with_decoder=False))
+
+
+def test_start_from_prior_makes_stage_b_the_priors_unconditional_model():
+    """fMRI scale 0: every context token is the 'no class' embedding and the time branch adds nothing, so the
+    stage B UNet predicts exactly what the label prior predicts for 'no class'; a small scale stays close."""
+    torch.manual_seed(0)
+    prior = build_label_ldm(MICRO, n_classes=4)
+    stage_b = fmri_model()
+    stage_b.unet.load_state_dict(prior.unet.state_dict())
+    table = prior.conditioner.embedding.weight.detach()
+    fmri = torch.randn(3, 1, N_TOKENS * 16)
+    latents = torch.randn(3, MICRO.unet.in_channels, MICRO.unet.sample_size, MICRO.unet.sample_size)
+    steps = torch.tensor([10, 500, 990])
+    with torch.no_grad():
+        expected = prior.predict(latents, steps, prior.null_condition(3, "cpu"))
+        before = stage_b.predict(latents, steps, stage_b.condition(fmri))
+        stage_b.conditioner.start_from_prior(table, fmri_scale=0.0)
+        cond = stage_b.condition(fmri)
+        assert torch.equal(cond.time_cond, torch.zeros_like(cond.time_cond))
+        torch.testing.assert_close(cond.context, table[-1].expand_as(cond.context))
+        torch.testing.assert_close(stage_b.predict(latents, steps, cond), expected, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(before, expected, atol=1e-3)  # random mappers: a different model
+
+        scaled = fmri_model()
+        scaled.conditioner.start_from_prior(table, fmri_scale=0.1)
+        ctx = scaled.condition(fmri).context
+        spread = (ctx - table[-1]).norm(dim=-1) / table[-1].norm()
+        assert 0 < spread.max() < 1  # the fMRI moves the tokens, but from the prior's 'no class' point
+    with pytest.raises(ValueError, match="wide context"):
+        stage_b.conditioner.start_from_prior(torch.zeros(5, 3))

@@ -44,7 +44,7 @@ from mindvis.training.ldm_trainer import (
     read_labels,
     train_autoencoder,
 )
-from mindvis.utils.errors import InputDataError
+from mindvis.utils.errors import ConfigError, InputDataError
 
 MICRO_MODEL = dict(image_size=16, vq_ch=8, vq_ch_mult=[1, 2, 2], vq_num_res_blocks=1, vq_n_embed=16,
                    norm_num_groups=4, unet_model_channels=8, unet_channel_mult=[1, 2], unet_num_res_blocks=1,
@@ -290,3 +290,19 @@ def test_label2img_config_defaults_are_the_demo():
     assert cfg.model.preset == "tiny" and cfg.crop_p == 0.5 and cfg.crop_ratio == 0.8
     ft = FinetuneLdmConfig()
     assert ft.trainable == ["encoder", "mappers", "time_branch", "cross_attention"] and ft.clip_grad == 0.5
+
+
+def test_conditioner_init_prior_seeds_the_context_from_the_no_class_embedding(files):
+    from mindvis.checkpoints.compvis_ldm import read_compvis_ldm
+    from mindvis.training.ldm_trainer import build_stage_b
+
+    null_row = read_compvis_ldm(files / "label2img.pt").class_embedding[-1]
+    seeded = build_stage_b(files / "label2img.pt", files / "fmri_encoder.pth",
+                           _finetune_cfg(conditioner_init="prior")).model.conditioner
+    assert torch.equal(seeded.dim_mapper.bias.detach(), null_row)
+    assert not seeded.time_branch[-1].weight.any() and not seeded.time_branch[-1].bias.any()
+    plain = build_stage_b(files / "label2img.pt", files / "fmri_encoder.pth", _finetune_cfg()).model.conditioner
+    assert not torch.equal(plain.dim_mapper.bias.detach(), null_row) and plain.time_branch[-1].weight.any()
+    torch.testing.assert_close(seeded.dim_mapper.weight, plain.dim_mapper.weight * 0.1)  # same seed, scaled
+    with pytest.raises(ConfigError, match="conditioner_init"):
+        build_stage_b(files / "label2img.pt", files / "fmri_encoder.pth", _finetune_cfg(conditioner_init="zeros"))

@@ -97,6 +97,7 @@ log = logging.getLogger(__name__)
 DATASETS = ("god", "bold5000")
 PROTOCOLS = ("clean", "reference")
 SELECT_METRICS = ("loss", "pixel_identification")
+CONDITIONER_INITS = ("random", "prior")
 
 
 # -- configs ------------------------------------------------------------------------------------------
@@ -167,6 +168,9 @@ class FinetuneLdmConfig(LdmLoopConfig):
     clip_grad: float = 0.5  # paper: 0.5
     trainable: list[str] = field(default_factory=lambda: list(STAGE_B_REFERENCE))  # + "unet" to unfreeze more
     use_time_cond: bool = True  # the time-conditioning branch (paper: on)
+    conditioner_init: str = "random"  # random (paper) | prior: context starts at the prior's 'no class'
+    #                                   embedding, the time branch at zero (FmriConditioner.start_from_prior)
+    init_fmri_scale: float = 0.1  # with conditioner_init prior: the dim mapper's weight scale
     cond_drop_prob: float = 0.0  # classifier-free guidance training (paper: 0 = off)
     snr_gamma: float = 5.0  # min-SNR loss weighting (paper: 0 = plain MSE); the conditioning's share of the
     #                         loss is small at low noise, so weighting those steps down speeds up stage B
@@ -887,7 +891,13 @@ def build_stage_b(prior: str | Path, encoder: str | Path, cfg: FinetuneLdmConfig
     """The prior's UNet and VQ + the stage A encoder and fresh mappers / time branch (class embedder dropped)."""
     from mindvis.checkpoints.mindvis_encoder import load_mbm_checkpoint
 
-    loaded = read_compvis_ldm(prior, keep_class_embedder=False)
+    if cfg.conditioner_init not in CONDITIONER_INITS:
+        raise ConfigError(f"conditioner_init must be one of {CONDITIONER_INITS}, got {cfg.conditioner_init!r}")
+    from_prior = cfg.conditioner_init == "prior"
+    loaded = read_compvis_ldm(prior, keep_class_embedder=from_prior)
+    if from_prior and loaded.class_embedding is None:
+        raise InputDataError(prior, "conditioner_init: prior needs the prior's class embedder "
+                                    "(cond_stage_model.embedding.weight), which this checkpoint lacks")
     spec = loaded.spec
     vq_state = loaded.vq
     if autoencoder is not None:
@@ -899,6 +909,8 @@ def build_stage_b(prior: str | Path, encoder: str | Path, cfg: FinetuneLdmConfig
     seed_everything(cfg.seed)  # mappers and the time branch start from seeded random weights
     conditioner = FmriConditioner(enc.model, spec.context_len, spec.unet.context_dim, spec.unet.time_embed_dim,
                                   use_time_cond=cfg.use_time_cond)
+    if from_prior:
+        conditioner.start_from_prior(loaded.class_embedding, cfg.init_fmri_scale)
     model = DcLdm(spec, conditioner)
     model.unet.load_state_dict(unet_from_compvis(loaded.unet, model.unet.state_dict(), spec.unet, path=prior))
     model.vq.load_state_dict(vq_from_compvis(vq_state, model.vq.state_dict(), spec.vq, path=autoencoder or prior))
@@ -1037,7 +1049,7 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
                    **{k: getattr(cfg, k) for k in ("epochs", "lr", "weight_decay", "clip_grad", "crop_p",
                                                    "crop_ratio", "seed", "cond_drop_prob", "select_every_epochs",
                                                    "val_fraction", "snr_gamma", "select_metric",
-                                                   "select_loss_draws")},
+                                                   "select_loss_draws", "conditioner_init", "init_fmri_scale")},
                    "select_sampler": str(cfg.select_sampler)}
     hooks = LoopHooks(step_loss, epoch_end, grid, best_state=lambda: dict(best), load_best=load_best)
     result = run_loop(model, int(fmri.shape[0]), cfg, out, fingerprint, hooks, export, tracker=tracker,

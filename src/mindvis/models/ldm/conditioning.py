@@ -102,6 +102,29 @@ class FmriConditioner(nn.Module):
         context = torch.zeros(batch, self.context_len, self.dim_mapper.out_features, device=device, dtype=dtype)
         return Condition(context, self.time_cond(context))
 
+    @torch.no_grad()
+    def start_from_prior(self, class_embedding: torch.Tensor, fmri_scale: float = 0.1) -> None:
+        """Start as the prior's unconditional model instead of from random context (an option; not the reference).
+
+        Every context token starts near the prior's 'no class' embedding (the
+        last row of `class_embedding`): the dim mapper's bias is that row and
+        its weight is scaled by `fmri_scale`, so the fMRI moves the tokens
+        away from where the UNet's cross-attention already works. The time
+        branch's last layer starts at zero, so it adds nothing until trained.
+        With random mappers the frozen UNet first sees context it was never
+        trained on, and stage B spends its few steps undoing that.
+        """
+        width = self.dim_mapper.out_features
+        if class_embedding.ndim != 2 or class_embedding.shape[1] != width:
+            raise ValueError(f"class embedding of shape {tuple(class_embedding.shape)} does not give "
+                             f"{width}-wide context tokens")
+        self.dim_mapper.weight.mul_(fmri_scale)
+        self.dim_mapper.bias.copy_(class_embedding[-1].to(self.dim_mapper.bias))
+        if self.time_branch is not None:
+            last = self.time_branch[-1]
+            last.weight.zero_()
+            last.bias.zero_()
+
     def drop(self, cond: Condition, drop: torch.Tensor) -> Condition:
         """Rows where `drop` is True get the unconditional input (classifier-free guidance training)."""
         if not bool(drop.any()):
