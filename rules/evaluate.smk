@@ -98,6 +98,7 @@ rule compare_samplers:
             {
                 **{k: v for k, v in config["report"]["samplers"].items() if k not in ("enabled", "dataset", "subject")},
                 "judge": config["evaluate"].get("judge", "small_cnn"),
+                "guidance_scale": config["stage_b"]["generate"]["guidance_scale"],
             },
             sort_keys=True,
         ),

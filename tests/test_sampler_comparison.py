@@ -199,3 +199,19 @@ def test_benchmark_wrapper_prints_the_table_and_writes_json(files, tmp_path, cap
     assert printed[header + 1].split()[3] == "1.0x"
     rows = read_sampler_table(out)
     assert [r["images"] for r in rows] == [3, 3] and json.loads(out.read_text())["items"] == 3
+
+
+def test_guidance_reaches_every_sampler_as_in_generate(files, result, tmp_path):
+    guided = compare_samplers(files / "finetuned.pt", files / "sbj_1.npz", files / "images_256.npz", "god",
+                              replace(CFG, samplers=["dpmpp:2"], guidance_scale=3.0))
+    assert guided["guidance_scale"] == 3.0 and "guidance 3" in format_table(guided).splitlines()[0]
+    out = tmp_path / "samples.npz"
+    generate_samples(files / "finetuned.pt", files / "sbj_1.npz", out, None,
+                     GenerateConfig(sampler="dpmpp", steps=2, n_samples=K, seed=SEED, batch_size=BATCH, device="cpu",
+                                    guidance_scale=3.0), images=files / "images_256.npz")
+    with np.load(out) as npz:
+        samples, gt = npz["samples"], npz["ground_truth"]
+    pcc = np.mean([pairwise_pixel_identification(samples[:, k], gt, with_ssim=False)["identification_pcc"]
+                   for k in range(K)])
+    assert guided["rows"][0]["identification_pcc"] == pytest.approx(pcc, abs=1e-12)
+    assert guided["rows"][0]["identification_pcc"] != result["rows"][1]["identification_pcc"]  # unguided dpmpp:2

@@ -38,6 +38,7 @@ class SamplerComparisonConfig:
     items: int = 0  # first N test items (0 = all; identification needs at least 2)
     n_samples: int = 2  # samples per test item K (same seeded noise for every sampler)
     seed: int = 2022  # sample k of item i starts from noise seeded by (seed, i, k), as `generate`
+    guidance_scale: float = 1.0  # classifier-free guidance for every sampler (the DAG passes generate's)
     batch_size: int = 50  # samples denoised together
     judge: str = "small_cnn"  # judge kind for --judge: small_cnn (from `train-judge`) | vit_h_14_swag
     n_way: int = 5  # n of the n-way top-1 with --judge; clipped to the judge's class count
@@ -157,7 +158,7 @@ def compare_samplers(model_path: str | Path, npz: str | Path, images: str | Path
     rows: list[dict[str, Any]] = []
     for name, steps in specs:
         sampler = SamplerConfig(sampler=name, steps=steps, n_samples=cfg.n_samples, seed=cfg.seed,
-                                batch_size=cfg.batch_size)
+                                batch_size=cfg.batch_size, guidance_scale=cfg.guidance_scale)
         with tqdm(total=n_images, desc=f"{name}-{steps}", unit="img", disable=None) as bar:
             _sync(device)
             t0 = time.perf_counter()
@@ -178,7 +179,8 @@ def compare_samplers(model_path: str | Path, npz: str | Path, images: str | Path
     for row in rows:
         row["speedup"] = base / row["seconds_per_image"] if row["seconds_per_image"] > 0 else float("nan")
     result: dict[str, Any] = {"device": str(device), "threads": int(torch.get_num_threads()), "items": int(n),
-                              "n_samples": int(cfg.n_samples), "seed": int(cfg.seed), "roi": roi}
+                              "n_samples": int(cfg.n_samples), "seed": int(cfg.seed), "roi": roi,
+                              "guidance_scale": float(cfg.guidance_scale)}
     if judge is not None:
         result.update(judge=judge.name, n_way=int(n_way), judge_classes=int(judge.n_classes))
     result["rows"] = rows
@@ -188,8 +190,8 @@ def compare_samplers(model_path: str | Path, npz: str | Path, images: str | Path
 def format_table(result: dict[str, Any]) -> str:
     """The sampler table as fixed-width text: steps, s/image, speed-up, identification, n-way."""
     judged = "n_way" in result
-    lines = [f"{result['items']} test items x {result['n_samples']} samples on {result['device']}; "
-             "pcc identification chance 0.5"
+    lines = [f"{result['items']} test items x {result['n_samples']} samples on {result['device']}, "
+             f"guidance {result.get('guidance_scale', 1.0):g}; pcc identification chance 0.5"
              + (f"; {result['n_way']}-way top-1 (exact) chance {1 / result['n_way']:.2f}" if judged else "")]
     header = f"{'sampler':<10}{'steps':>6}{'s/image':>10}{'speed-up':>10}{'pcc id.':>9}"
     if judged:
