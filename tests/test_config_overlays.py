@@ -66,4 +66,4 @@ def test_paper_overlay_restores_the_reference_where_the_demo_departs_from_it():
     assert paper["stage_b"]["prior"]["source"] == "compvis" and paper["stage_b"]["model"]["preset"] == "paper"
     # the demo really departs (else this test would prove nothing)
     demo_ft = load_section(FinetuneLdmConfig, section_of(demo, ("stage_b", "finetune")))
-    assert (demo_ft.conditioner_init, demo_ft.crop_p) == ("prior", 0.0) and demo["stage_b"]["generate"]["guidance_scale"] > 1
+    assert (demo_ft.crop_p, demo_ft.cond_drop_prob) == (0.0, 0.1) and demo["stage_b"]["generate"]["guidance_scale"] > 1
