@@ -35,6 +35,17 @@ def section(*keys):
     return json.dumps(node, sort_keys=True)
 
 
+def torch_threads(*keys):
+    """Cores a job claims = the torch threads its config section asks for (`threads`;
+    0 = torch's default, all cores). Claiming what the job uses lets Snakemake run
+    another job beside a one-thread trainer instead of idling a core."""
+    node = config
+    for key in keys:
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    n = int(node.get("threads", 1)) if isinstance(node, dict) else 1
+    return n if n > 0 else (workflow.cores or 1)
+
+
 def launcher(wildcards, resources):
     """`python -m mindvis`, or torchrun with one process per GPU when the job
     gets more than one (its `gpu` resource, e.g. from the SLURM profile) or

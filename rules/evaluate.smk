@@ -30,7 +30,7 @@ rule train_judge:
         JUDGE,
     params:
         cfg=section("judge"),
-    threads: 1
+    threads: torch_threads("judge")
     conda:
         "../envs/torch.yaml"
     log:
@@ -58,7 +58,7 @@ rule evaluate:
     params:
         cfg=section("evaluate"),
         judge=judge_option,
-    threads: 1
+    threads: torch_threads("evaluate")
     conda:
         "../envs/torch.yaml"
     log:
@@ -106,7 +106,7 @@ rule compare_samplers:
         judge=judge_option,
         dataset=sampler_subject()["dataset"],
         subject=sampler_subject()["subject"],
-    threads: 1
+    threads: torch_threads("report", "samplers")
     resources:
         gpu=1,
     conda:

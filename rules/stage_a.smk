@@ -27,7 +27,7 @@ rule pretrain_mbm:
         cfg=json.dumps({**config["stage_a"]["pretrain"], "model": config["stage_a"]["model"]}, sort_keys=True),
         god=lambda wildcards, input: f"--god {' '.join(input.god)}" if input.god else "",
         launch=launcher,
-    threads: 2
+    threads: torch_threads("stage_a", "pretrain")
     resources:
         gpu=1,
     conda:
@@ -50,7 +50,7 @@ rule finetune_mbm:
     params:
         cfg=section("stage_a", "finetune"),
         launch=launcher,
-    threads: 2
+    threads: torch_threads("stage_a", "finetune")
     resources:
         gpu=1,
     conda:

@@ -54,7 +54,7 @@ rule train_autoencoder:
     params:
         cfg=with_model("autoencoder"),
         launch=launcher,
-    threads: 1
+    threads: torch_threads("stage_b", "autoencoder")
     resources:
         gpu=1,
     conda:
@@ -75,7 +75,7 @@ rule train_label2img:
     params:
         cfg=with_model("label2img"),
         launch=launcher,
-    threads: 1
+    threads: torch_threads("stage_b", "label2img")
     resources:
         gpu=1,
     conda:
@@ -101,7 +101,7 @@ rule finetune_ldm:
         cfg=section("stage_b", "finetune"),
         images=images_option,
         launch=launcher,
-    threads: 1
+    threads: torch_threads("stage_b", "finetune")
     resources:
         gpu=1,
     conda:
@@ -127,7 +127,7 @@ rule generate:
     params:
         cfg=section("stage_b", "generate"),
         images=images_option,
-    threads: 1
+    threads: torch_threads("stage_b", "generate")
     resources:
         gpu=1,
     conda:
