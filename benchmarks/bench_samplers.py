@@ -12,9 +12,11 @@ All samplers start from the same seeded noise per (item, sample).
 
     python benchmarks/bench_samplers.py --model results/stage_b/god/1/finetuned.pt \
         --npz data/Kamitani/npz/sbj_1.npz --images data/Kamitani/npz/images_256.npz \
-        --judge results/evaluation/judge.pt [--items 20 --k 2 --device cuda]
+        --judge results/judge/judge.pt --guidance 3 [--repeats 3 --items 20 --k 2 --device cuda]
 
 On a GPU machine pass --device cuda (the timing then includes CUDA synchronisation).
+--repeats R runs the whole comparison R times and reports the median seconds per image
+(and the speed-ups of those medians); the images, hence the metrics, are the same each time.
 """
 
 from __future__ import annotations
@@ -46,8 +48,27 @@ def parse_args(argv=None):
     p.add_argument("--n-way", type=int, default=5, help="n of the n-way top-1 (clipped to the judge's classes)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale for every sampler (the embedded default generates with 3)")
+    p.add_argument("--repeats", type=int, default=1, help="runs; the table shows the median time per image")
     p.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     return p.parse_args(argv)
+
+
+def median_times(runs: list[dict]) -> dict:
+    """The first run's table with each row's seconds per image replaced by the median over the runs."""
+    import statistics
+
+    result = runs[0]
+    for i, row in enumerate(result["rows"]):
+        times = [run["rows"][i]["seconds_per_image"] for run in runs]
+        row["seconds_per_image"] = statistics.median(times)
+        row["seconds_per_image_runs"] = times
+    base = result["rows"][0]["seconds_per_image"]
+    for row in result["rows"]:
+        row["speedup"] = base / row["seconds_per_image"]
+    result["repeats"] = len(runs)
+    return result
 
 
 def main(argv=None) -> int:
@@ -60,13 +81,17 @@ def main(argv=None) -> int:
     cfg = SamplerComparisonConfig(
         samplers=[s for s in args.samplers.split(",") if s.strip()], items=args.items, n_samples=args.k,
         seed=args.seed, batch_size=args.batch_size, judge=args.judge_kind, n_way=args.n_way,
-        roi=None if args.roi.lower() == "none" else args.roi, device=args.device, threads=args.threads)
+        roi=None if args.roi.lower() == "none" else args.roi, device=args.device, threads=args.threads,
+        guidance_scale=args.guidance)
     try:
-        result = compare_samplers(args.model, args.npz, args.images, args.dataset, cfg, judge_path=args.judge)
+        runs = [compare_samplers(args.model, args.npz, args.images, args.dataset, cfg, judge_path=args.judge)
+                for _ in range(max(1, args.repeats))]
     except MindVisError as exc:
         print(f"bench_samplers: error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{args.model} on {result['device']} ({result['threads']} threads)")
+    result = median_times(runs)
+    print(f"\n{args.model} on {result['device']} ({result['threads']} threads), "
+          f"median of {result['repeats']} run(s)")
     print(format_table(result))
     if args.json is not None:
         write_json(args.json, result)

@@ -191,14 +191,20 @@ def test_benchmark_wrapper_prints_the_table_and_writes_json(files, tmp_path, cap
     out = tmp_path / "bench.json"
     code = bench.main(["--model", str(files / "finetuned.pt"), "--npz", str(files / "sbj_1.npz"), "--images",
                        str(files / "images_256.npz"), "--samplers", "ddim:2,dpmpp:2", "--items", "3", "--k", "1",
-                       "--device", "cpu", "--json", str(out)])
+                       "--device", "cpu", "--json", str(out), "--repeats", "3", "--guidance", "2"])
     printed = capsys.readouterr().out.splitlines()
     assert code == 0
     header = next(i for i, line in enumerate(printed) if "speed-up" in line)
     assert [line.split()[:2] for line in printed[header + 1:header + 3]] == [["ddim", "2"], ["dpmpp", "2"]]
-    assert printed[header + 1].split()[3] == "1.0x"
+    assert printed[header + 1].split()[3] == "1.0x" and "median of 3 run(s)" in "\n".join(printed)
     rows = read_sampler_table(out)
-    assert [r["images"] for r in rows] == [3, 3] and json.loads(out.read_text())["items"] == 3
+    written = json.loads(out.read_text())
+    assert [r["images"] for r in rows] == [3, 3] and written["items"] == 3 and written["guidance_scale"] == 2.0
+    for row in written["rows"]:  # the reported time is the median of the three runs
+        assert len(row["seconds_per_image_runs"]) == 3
+        assert row["seconds_per_image"] == sorted(row["seconds_per_image_runs"])[1]
+    assert written["rows"][1]["speedup"] == pytest.approx(
+        written["rows"][0]["seconds_per_image"] / written["rows"][1]["seconds_per_image"])
 
 
 def test_guidance_reaches_every_sampler_as_in_generate(files, result, tmp_path):
