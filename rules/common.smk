@@ -23,26 +23,28 @@ RESULTS = config["paths"]["results"]
 STIMULI = f"{RAW}/stimuli"
 
 
+def config_section(*keys):
+    """config[keys[0]][keys[1]]..."""
+    node = config
+    for key in keys:
+        node = node[key]
+    return node
+
+
 def section(*keys):
     """The JSON text of config[keys[0]][keys[1]]...: what a rule passes to --config.
 
     Declared as a rule param, so a change in this section (and only this one)
     reruns the rule.
     """
-    node = config
-    for key in keys:
-        node = node[key]
-    return json.dumps(node, sort_keys=True)
+    return json.dumps(config_section(*keys), sort_keys=True)
 
 
 def torch_threads(*keys):
     """Cores a job claims = the torch threads its config section asks for (`threads`;
     0 = torch's default, all cores). Claiming what the job uses lets Snakemake run
     another job beside a one-thread trainer instead of idling a core."""
-    node = config
-    for key in keys:
-        node = node.get(key, {}) if isinstance(node, dict) else {}
-    n = int(node.get("threads", 1)) if isinstance(node, dict) else 1
+    n = int(config_section(*keys).get("threads", 1))
     return n if n > 0 else (workflow.cores or 1)
 
 

@@ -888,7 +888,8 @@ class StageBModel:
 
 def build_stage_b(prior: str | Path, encoder: str | Path, cfg: FinetuneLdmConfig,
                   autoencoder: str | Path | None = None) -> StageBModel:
-    """The prior's UNet and VQ + the stage A encoder and fresh mappers / time branch (class embedder dropped)."""
+    """The prior's UNet and VQ + the stage A encoder and fresh mappers / time branch (class embedder dropped;
+    with conditioner_init: prior its 'no class' row seeds the context first)."""
     from mindvis.checkpoints.mindvis_encoder import load_mbm_checkpoint
 
     if cfg.conditioner_init not in CONDITIONER_INITS:

@@ -112,7 +112,8 @@ class FmriConditioner(nn.Module):
         away from where the UNet's cross-attention already works. The time
         branch's last layer starts at zero, so it adds nothing until trained.
         With random mappers the frozen UNet first sees context it was never
-        trained on, and stage B spends its few steps undoing that.
+        trained on. Measured on the demo it helped only while crops were on
+        (README: "What made the difference"), so it is not the default.
         """
         width = self.dim_mapper.out_features
         if class_embedding.ndim != 2 or class_embedding.shape[1] != width:
