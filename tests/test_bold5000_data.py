@@ -101,17 +101,21 @@ def test_two_subjects_padded_to_the_longest(tmp_path):
     b = make_npz(tmp_path / "CSI2.npz", 40, seed=2, n_train=5)  # pads to 48
     ds = Bold5000FmriDataset([tmp_path / "CSI1.npz", tmp_path / "CSI2.npz"], split="train", with_images=False)
     assert ds.padded_length == 48 and len(ds) == 12
-    rows = np.concatenate([_wrap(_wrap(a["arr_0"], 32), 48), _wrap(b["arr_0"], 48)]).astype(np.float64)
-    np.testing.assert_allclose(ds.fmri, (rows - rows.mean()) / rows.std(), rtol=1e-5, atol=1e-6)
-    assert ds[8]["subject"] == 1 and "image" not in ds[8]
+    # each subject z-scored on its own padded training rows, then subject 1 wrapped from 32 to 48
+    first, second = (_wrap(m["arr_0"].astype(np.float64), w) for m, w in ((a, 32), (b, 48)))
+    rows = np.concatenate([_wrap((first - first.mean()) / first.std(), 48), (second - second.mean()) / second.std()])
+    np.testing.assert_allclose(ds.fmri, rows, rtol=1e-5, atol=1e-6)
+    assert ds[8]["subject"] == 1 and "image" not in ds[8] and ds.norm is None and len(ds.norms) == 2
 
 
-def test_reference_normalisation_uses_all_trials_per_subject(tmp_path):
-    arrays = make_npz(tmp_path / "CSI1.npz", 20, seed=1)
-    ds = Bold5000FmriDataset(tmp_path / "CSI1.npz", split="test", normalisation="subject_all")
-    everything = _wrap(np.concatenate([arrays["arr_0"], arrays["arr_1"]]).astype(np.float64), 32)
-    expected = (_wrap(arrays["arr_2"].astype(np.float64), 32) - everything.mean()) / everything.std()
-    np.testing.assert_allclose(ds.fmri, expected, rtol=1e-5, atol=1e-6)
+def test_old_normalisation_names_say_what_they_became(tmp_path):
+    make_npz(tmp_path / "CSI1.npz", 20, seed=1)  # no chronological trial numbers
+    with pytest.raises(ConfigError, match="'subject_all' is now called 'reference'"):
+        Bold5000FmriDataset(tmp_path / "CSI1.npz", split="test", normalisation="subject_all")
+    with pytest.raises(ConfigError, match="'train' is now called 'clean'"):
+        Bold5000FmriDataset(tmp_path / "CSI1.npz", normalisation="train")
+    with pytest.raises(InputDataError, match="CSI1.npz: normalisation 'reference' needs the keys train_trial_index"):
+        Bold5000FmriDataset(tmp_path / "CSI1.npz", normalisation="reference")
 
 
 def test_roi_selection_and_forced_length(tmp_path):

@@ -82,15 +82,17 @@ def test_several_subjects_padded_to_the_longest(tmp_path):
     b = write_god_npz(tmp_path / "sbj_2.npz", n_voxels=37, seed=2, masks=False, n_train=7)
     ds = GodFmriDataset([tmp_path / "sbj_1.npz", tmp_path / "sbj_2.npz"], split="train")
     assert ds.padded_length == 48 and len(ds) == 12
-    # Subject 1: wrap to 32 (its own patch multiple), then wrap that to 48, as MinD-Vis does.
-    first = _wrap(_wrap(a["arr_0"], 12), 16)
+    # Each subject z-scored on its own padded training rows; subject 1 (32 padded voxels)
+    # then wrapped to 48, as MinD-Vis does.
+    first = _wrap(a["arr_0"], 12)
     second = _wrap(b["arr_0"], 11)
-    joined = np.concatenate([first, second])
-    np.testing.assert_allclose(ds.fmri, (joined - joined.mean()) / joined.std(), atol=1e-5)
+    first_z = _wrap((first - first.mean()) / first.std(), 16)
+    joined = np.concatenate([first_z, (second - second.mean()) / second.std()])
+    np.testing.assert_allclose(ds.fmri, joined, atol=1e-5)
     assert [ds[i]["subject"] for i in (0, 4, 5, 11)] == [0, 0, 1, 1]
     np.testing.assert_array_equal(ds.image_index, np.concatenate([a["arr_3"], b["arr_3"]]))
     test = GodFmriDataset([tmp_path / "sbj_1.npz", tmp_path / "sbj_2.npz"], split="test")
-    assert test.norm == ds.norm and len(test) == 6 and test.padded_length == 48
+    assert test.norms == ds.norms and ds.norm is None and len(test) == 6 and test.padded_length == 48
 
 
 def test_images_follow_image_index(tmp_path):

@@ -12,15 +12,18 @@ The images live in the subject's npz (subjects saw different image sets).
 `load_roi_arrays` concatenates MinD-Vis's per-ROI `.npy` files the way its own
 BOLD5000 loader does (EarlyVis, LOC, OPA, PPA, RSC; LH before RH).
 
-`Bold5000FmriDataset` mirrors `GodFmriDataset`, in the reference's order:
+`Bold5000FmriDataset` mirrors `GodFmriDataset` (docs/reference.md section 3):
   1. optionally keep one ROI's voxels (default: all five ROIs, as MinD-Vis);
-  2. wrap-pad each subject by 16 - V % 16 voxels;
-  3. several subjects: wrap-pad each to the longest padded length (or to
-     `padded_length`, e.g. a checkpoint's), then stack rows;
-  4. z-score with ONE scalar mean/std fitted on the joined TRAINING matrix;
-     the test splits reuse it. `normalisation="subject_all"` instead reproduces
-     the reference BOLD5000 loader: each subject z-scored over all its trials,
-     test trials included (a leak, kept only to reproduce its numbers).
+  2. per subject, `normalisation` "clean": wrap-pad by 16 - V % 16 voxels and
+     z-score with one scalar mean/std of the subject's padded TRAINING rows;
+     "reference": MinD-Vis's `create_BOLD5000_dataset` bit for bit: every trial of
+     the subject in chronological order (test repeats included: a leak), padded
+     and z-scored together, and only then the test images' trials averaged;
+  3. several subjects: wrap-pad each to the longest padded length (the
+     reference cannot join different lengths), stack rows, then wrap-pad the
+     whole matrix to `padded_length` (e.g. a checkpoint's).
+`include_nonavg_test` appends the single test trials to split "test", as the
+reference's flag of that name (stage A2).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, pad_to_length, wrap_pad
+from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, wrap_pad
+from mindvis.data.normalisation import check_normalisation, clean_rows, join_blocks, reference_normalize, stats_of
 from mindvis.utils.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,7 @@ ROIS = ("EarlyVis", "LOC", "OPA", "PPA", "RSC")
 HEMISPHERES = ("LH", "RH")
 ROI_ARRAY_NAME = "CSI{subject}_GLMbetas-TYPED-FITHRF-GLMDENOISE-RR_allses_{label}.npy"
 SPLITS = ("train", "test", "test_trials")
-NORMALISATIONS = ("train", "subject_all")
+RENAMED_NORMALISATIONS = {"train": "clean", "subject_all": "reference"}  # names before docs/reference.md §3
 
 
 @dataclass
@@ -59,6 +63,8 @@ class Bold5000SubjectData:
     test_trial_owner: np.ndarray  # (n_test_trials,) int64: row of test_fmri each arr_1 row belongs to
     roi_masks: dict[str, np.ndarray]  # EarlyVis.., LHEarlyVis.. -> bool (V,)
     test_labels: np.ndarray | None = None  # BOLD5000 has no class labels (kept for GOD symmetry)
+    train_trial_number: np.ndarray | None = None  # (n_train,) chronological trial number of each arr_0 row
+    test_trial_number: np.ndarray | None = None  # (n_test_trials,) the same for arr_1 rows
     roi_order: list[str] = field(default_factory=list)
     train_images: np.ndarray | None = None  # (n_train_images, S, S, 3) uint8
     test_images: np.ndarray | None = None  # (n_test, S, S, 3) uint8
@@ -96,6 +102,8 @@ class Bold5000SubjectData:
             test_trial_owner=self.test_trial_owner,
             roi_masks={k: m[mask] for k, m in self.roi_masks.items()},
             test_labels=self.test_labels,
+            train_trial_number=self.train_trial_number,
+            test_trial_number=self.test_trial_number,
             roi_order=[label for label in self.roi_order if label in self.roi_masks and self.roi_masks[label][mask].any()],
             train_images=self.train_images,
             test_images=self.test_images,
@@ -141,6 +149,12 @@ def load_bold5000_npz(path: str | os.PathLike, with_images: bool = True) -> Bold
                 if m.shape != (v,) or m.dtype != bool:
                     raise InputDataError(path, f"ROI mask '{key}' has shape {m.shape} dtype {m.dtype}, expected bool ({v},)")
                 masks[key] = m
+        numbers = {}
+        for key, rows in (("train_trial_index", train.shape[0]), ("test_trial_index", trials.shape[0])):
+            if key in data.files:
+                numbers[key] = data[key].astype(np.int64)
+                if numbers[key].shape != (rows,):
+                    raise InputDataError(path, f"{key} has shape {numbers[key].shape}, expected ({rows},)")
         out = Bold5000SubjectData(
             subject=str(data["subject"]) if "subject" in data.files else path.stem,
             train_fmri=train,
@@ -149,6 +163,8 @@ def load_bold5000_npz(path: str | os.PathLike, with_images: bool = True) -> Bold
             train_image_index=index,
             test_trial_owner=owner,
             roi_masks=masks,
+            train_trial_number=numbers.get("train_trial_index"),
+            test_trial_number=numbers.get("test_trial_index"),
             roi_order=[str(x) for x in data["roi_order"]] if "roi_order" in data.files else [],
             train_image_names=[str(x) for x in data["train_image_names"]] if "train_image_names" in data.files else [],
             test_image_names=[str(x) for x in data["test_image_names"]] if "test_image_names" in data.files else [],
@@ -185,14 +201,62 @@ def load_roi_arrays(
     return np.concatenate(arrays, axis=1), labels
 
 
+def _chronological_trials(subj: Bold5000SubjectData) -> np.ndarray:
+    """Every trial of the subject in presentation order (arr_0 and arr_1 rows put back in place)."""
+    if subj.train_trial_number is None or subj.test_trial_number is None:
+        raise InputDataError(subj.path, "normalisation 'reference' needs the keys train_trial_index and "
+                                        "test_trial_index (chronological trial numbers): rerun preprocess-bold5000")
+    numbers = np.concatenate([subj.train_trial_number, subj.test_trial_number])
+    if not np.array_equal(np.sort(numbers), np.arange(numbers.size)):
+        raise InputDataError(subj.path, "train_trial_index and test_trial_index do not number the trials "
+                                        "0..n-1 once each")
+    every = np.empty((numbers.size, subj.n_voxels), dtype=np.result_type(subj.train_fmri, subj.test_fmri_trials))
+    every[subj.train_trial_number] = subj.train_fmri
+    every[subj.test_trial_number] = subj.test_fmri_trials
+    return every
+
+
+def reference_bold5000_rows(subj: Bold5000SubjectData, split: str, include_nonavg_test: bool = False,
+                            patch_size: int = PATCH_SIZE) -> tuple[np.ndarray, np.ndarray, ScalarNorm]:
+    """One subject as MinD-Vis's `create_BOLD5000_dataset` builds it: (rows, image index, statistics).
+
+    All trials (chronological) padded and z-scored together in their own dtype;
+    training rows in presentation order; a test image's row is the mean of its
+    normalised trials (in trial order); single trials grouped image by image.
+    """
+    padded = wrap_pad(_chronological_trials(subj), patch_size)
+    mean, std = np.mean(padded), np.std(padded)
+    if not std > 0:
+        raise InputDataError(subj.path, "the fMRI is constant; it cannot be normalised")
+    every = reference_normalize(padded, mean, std)
+    norm = stats_of(mean, std)
+    if split == "train":
+        order = np.argsort(subj.train_trial_number, kind="stable")
+        return every[subj.train_trial_number[order]], subj.train_image_index[order], norm
+    n_test = subj.test_fmri.shape[0]
+    groups = [np.sort(subj.test_trial_number[subj.test_trial_owner == k]) for k in range(n_test)]
+    empty = [k for k, g in enumerate(groups) if g.size == 0]
+    if empty:
+        raise InputDataError(subj.path, f"test image(s) {empty[:5]} have no trial in arr_1")
+    trials = np.concatenate(groups)
+    owners = np.repeat(np.arange(n_test, dtype=np.int64), [g.size for g in groups])
+    if split == "test_trials":
+        return every[trials], owners, norm
+    rows, index = np.stack([every[g].mean(axis=0) for g in groups]), np.arange(n_test, dtype=np.int64)
+    if include_nonavg_test:
+        rows, index = np.concatenate([rows, every[trials]]), np.concatenate([index, owners])
+    return rows, index, norm
+
+
 class Bold5000FmriDataset(Dataset):
     """BOLD5000 fMRI (and images) for MinD-Vis: items {"fmri": (1, L) float32 tensor, "image_index",
     "subject"[, "image"]}.
 
     Splits: "train" (arr_0, one row per trial), "test" (arr_2, one row per test image, averaged
-    over its presentations), "test_trials" (arr_1, every test presentation). Attributes: `norm`
-    (ScalarNorm, or one per subject with normalisation="subject_all"), `padded_length` (L),
-    `num_voxels` (= L, the reference's name), `subjects` (Bold5000SubjectData per npz).
+    over its presentations), "test_trials" (arr_1, every test presentation). Attributes: `norms`
+    (per subject, the ScalarNorm applied to this split's rows), `norm` (the same with one
+    subject, else None), `padded_length` (L), `num_voxels` (= L, the reference's name),
+    `subjects` (Bold5000SubjectData per npz), `normalisation`.
     """
 
     def __init__(
@@ -204,47 +268,42 @@ class Bold5000FmriDataset(Dataset):
         padded_length: int | None = None,
         with_images: bool = True,
         image_transform: Callable[[np.ndarray], Any] | None = None,
-        normalisation: str = "train",
+        normalisation: str = "clean",
+        include_nonavg_test: bool = False,
     ):
         if split not in SPLITS:
             raise ConfigError(f"Bold5000FmriDataset: split must be one of {SPLITS}, got '{split}'")
-        if normalisation not in NORMALISATIONS:
-            raise ConfigError(f"Bold5000FmriDataset: normalisation must be one of {NORMALISATIONS}, got '{normalisation}'")
+        if include_nonavg_test and split == "test_trials":
+            raise ConfigError("Bold5000FmriDataset: include_nonavg_test appends arr_1 to split 'test'; "
+                              "split 'test_trials' already is arr_1")
+        self.normalisation = check_normalisation(normalisation, "Bold5000FmriDataset", RENAMED_NORMALISATIONS)
         paths = [npz_paths] if isinstance(npz_paths, (str, os.PathLike)) else list(npz_paths)
         if not paths:
             raise ConfigError("Bold5000FmriDataset: no subject npz given")
         self.split = split
+        self.include_nonavg_test = include_nonavg_test
         self.image_transform = image_transform
         self.subjects = [load_bold5000_npz(p, with_images=with_images).select_roi(roi) for p in paths]
 
-        train_padded = [wrap_pad(s.train_fmri, patch_size) for s in self.subjects]
-        natural = max(m.shape[1] for m in train_padded)
-        if padded_length is not None and padded_length < natural:
-            raise ConfigError(
-                f"Bold5000FmriDataset: padded_length {padded_length} is shorter than the data's {natural} padded voxels"
-            )
-        self.padded_length = int(padded_length or natural)
-        self.num_voxels = self.padded_length
-
-        rows, image_index, subject_index = [], [], []
+        blocks, self.norms, image_index, subject_index = [], [], [], []
         for s_i, subj in enumerate(self.subjects):
-            x, idx = self._split_of(subj)
-            rows.append(pad_to_length(wrap_pad(x, patch_size), self.padded_length))
+            if self.normalisation == "reference":
+                rows, idx, norm = reference_bold5000_rows(subj, split, include_nonavg_test, patch_size)
+            else:
+                x, idx = self._split_of(subj)
+                rows, norm = clean_rows(subj.train_fmri, x, patch_size)
+            blocks.append(rows)
+            self.norms.append(norm)
             image_index.append(idx)
             subject_index.append(np.full(idx.size, s_i, dtype=np.int64))
-        if normalisation == "train":
-            # Scalar statistics of the joined, padded TRAINING matrix, whatever the split.
-            self.norm: ScalarNorm | list[ScalarNorm] = ScalarNorm.fit(
-                np.concatenate([pad_to_length(m, self.padded_length) for m in train_padded])
-            )
-            self.fmri = self.norm.apply(np.concatenate(rows))
-        else:
-            self.norm = [
-                ScalarNorm.fit(pad_to_length(wrap_pad(np.concatenate([s.train_fmri, s.test_fmri_trials]), patch_size),
-                                             self.padded_length))
-                for s in self.subjects
-            ]
-            self.fmri = np.concatenate([n.apply(r) for n, r in zip(self.norm, rows)])
+        widths = sorted({b.shape[1] for b in blocks})
+        if self.normalisation == "reference" and len(widths) > 1:
+            raise ConfigError(f"Bold5000FmriDataset: subjects of {widths} padded voxels: the reference joins "
+                              "BOLD5000 subjects without padding them to one length, so it cannot join these")
+        self.fmri = join_blocks(blocks, padded_length, "Bold5000FmriDataset")
+        self.padded_length = int(self.fmri.shape[1])
+        self.num_voxels = self.padded_length
+        self.norm: ScalarNorm | None = self.norms[0] if len(self.norms) == 1 else None
         self.image_index = np.concatenate(image_index)
         self.subject_index = np.concatenate(subject_index)
         self._images = None
@@ -253,14 +312,18 @@ class Bold5000FmriDataset(Dataset):
         log.info(
             "BOLD5000 %s: %d samples from %d subject(s), %d voxels padded to %d (%s normalisation)",
             split, len(self), len(self.subjects), max(s.n_voxels for s in self.subjects), self.padded_length,
-            normalisation,
+            self.normalisation,
         )
 
     def _split_of(self, subj: Bold5000SubjectData) -> tuple[np.ndarray, np.ndarray]:
         if self.split == "train":
             return subj.train_fmri, subj.train_image_index
         if self.split == "test":
-            return subj.test_fmri, np.arange(subj.test_fmri.shape[0], dtype=np.int64)
+            rows, idx = subj.test_fmri, np.arange(subj.test_fmri.shape[0], dtype=np.int64)
+            if self.include_nonavg_test:  # the reference appends the single trials after the averages
+                rows = np.concatenate([rows, subj.test_fmri_trials], axis=0)
+                idx = np.concatenate([idx, subj.test_trial_image_index()])
+            return rows, idx
         return subj.test_fmri_trials, subj.test_trial_image_index()
 
     def __len__(self) -> int:

@@ -4,14 +4,18 @@
 own released one, unchanged: `arr_0`..`arr_3` are required, `arr_4`.. and the
 ROI mask keys are optional (REFERENCE.md section 2).
 
-`GodFmriDataset` applies MinD-Vis's conventions (REFERENCE.md section 3,
-`mindvis.data.conventions`), in the reference's order:
+`GodFmriDataset` applies MinD-Vis's conventions (docs/reference.md section 2,
+`mindvis.data.conventions`, `mindvis.data.normalisation`), in the reference's order:
   1. keep the ROI's voxels (mask `roi`, default VC);
-  2. wrap-pad each subject by 16 - V % 16 voxels;
-  3. several subjects: wrap-pad each to the longest padded length (or to
-     `padded_length`, e.g. a checkpoint's), then stack rows;
-  4. z-score with ONE scalar mean/std fitted on the joined TRAINING matrix;
-     the test split reuses those training statistics (so its mean is not 0).
+  2. per subject: wrap-pad by 16 - V % 16 voxels and z-score with one scalar
+     mean/std (`normalisation`: "clean" = that subject's padded TRAINING rows,
+     applied to its training and test rows; "reference" = MinD-Vis's own steps,
+     bit for bit: test rows divided by the statistics of the already normalised
+     training rows, i.e. in effect only padded);
+  3. several subjects: wrap-pad each to the longest padded length, stack rows,
+     then wrap-pad the whole matrix to `padded_length` (e.g. a checkpoint's).
+`include_nonavg_test` appends each subject's single test trials (arr_1) to its
+averaged test rows (arr_2), as the reference's flag of that name (stage A2).
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, pad_to_length, wrap_pad
+from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, wrap_pad
+from mindvis.data.normalisation import (
+    check_normalisation,
+    clean_rows,
+    join_blocks,
+    reference_normalize,
+    stats_of,
+)
 from mindvis.utils.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
@@ -147,8 +158,12 @@ def _as_mask(path: Path, arr: np.ndarray, name: str, n_voxels: int) -> np.ndarra
     return arr
 
 
-def load_god_npz(path: str | os.PathLike) -> GodSubjectData:
-    """Read and check one `sbj_N.npz`; every defect is an `InputDataError` naming the file."""
+def load_god_npz(path: str | os.PathLike, keep_dtype: bool = False) -> GodSubjectData:
+    """Read and check one `sbj_N.npz`; every defect is an `InputDataError` naming the file.
+
+    The fMRI arrays come back as float32 unless `keep_dtype` (then as stored:
+    the reference normalises in the file's own dtype).
+    """
     path = Path(path)
     raw = _read_npz(path)
     missing = [k for k in REQUIRED_KEYS if k not in raw]
@@ -164,7 +179,7 @@ def load_god_npz(path: str | os.PathLike) -> GodSubjectData:
         bad = int((~np.isfinite(arr)).sum())
         if bad:
             raise InputDataError(path, f"{key} holds {bad} NaN/Inf value(s); rerun preprocess-god (bad_voxels: drop)")
-        fmri[key] = arr.astype(np.float32, copy=False)
+        fmri[key] = arr if keep_dtype else arr.astype(np.float32, copy=False)
     widths = {k: a.shape[1] for k, a in fmri.items()}
     if len(set(widths.values())) != 1:
         raise InputDataError(path, f"arr_0, arr_1, arr_2 disagree on the number of voxels: {widths}")
@@ -206,13 +221,33 @@ def _load_images(path: Path, split: str, image_index: np.ndarray) -> np.ndarray:
     return images
 
 
+def reference_god_rows(train: np.ndarray, rows: np.ndarray, is_train: bool,
+                       patch_size: int = PATCH_SIZE) -> tuple[np.ndarray, ScalarNorm]:
+    """One subject as MinD-Vis's `create_Kamitani_dataset` normalises it, in the arrays' own dtype.
+
+    Training rows: padded, z-scored with their own scalar mean/std. Other rows:
+    padded, then z-scored with the mean/std of the NORMALISED training rows
+    (about 0 and 1). Returns the rows and the statistics applied to them.
+    """
+    padded = wrap_pad(train, patch_size)
+    mean, std = np.mean(padded), np.std(padded)
+    if not std > 0:
+        raise ConfigError("GodFmriDataset: the training fMRI is constant; it cannot be normalised")
+    train_norm = reference_normalize(padded, mean, std)
+    if is_train:
+        return train_norm, stats_of(mean, std)
+    mean, std = np.mean(train_norm), np.std(train_norm)
+    return reference_normalize(wrap_pad(rows, patch_size), mean, std), stats_of(mean, std)
+
+
 class GodFmriDataset(Dataset):
     """GOD fMRI (and images) for MinD-Vis: items {"fmri": (1, L) float32, "image_index", "subject"[, "image"]}.
 
-    Attributes: `norm` (the ScalarNorm fitted on the joined training matrix),
+    Attributes: `norms` (per subject, the ScalarNorm applied to this split's
+    rows), `norm` (the same when there is one subject, else None),
     `padded_length` (L, a multiple of `patch_size` unless `padded_length` was
     forced), `num_voxels` (= L, the reference's name), `subjects` (per-subject
-    GodSubjectData restricted to the ROI).
+    GodSubjectData restricted to the ROI), `normalisation`.
     """
 
     def __init__(
@@ -224,47 +259,58 @@ class GodFmriDataset(Dataset):
         patch_size: int = PATCH_SIZE,
         padded_length: int | None = None,
         image_transform: Callable[[np.ndarray], Any] | None = None,
+        normalisation: str = "clean",
+        include_nonavg_test: bool = False,
     ):
         if split not in SPLITS:
             raise ConfigError(f"GodFmriDataset: split must be one of {SPLITS}, got '{split}'")
+        if include_nonavg_test and split == "test_trials":
+            raise ConfigError("GodFmriDataset: include_nonavg_test appends arr_1 to split 'test'; "
+                              "split 'test_trials' already is arr_1")
+        self.normalisation = check_normalisation(normalisation, "GodFmriDataset")
         paths = [npz_paths] if isinstance(npz_paths, (str, os.PathLike)) else list(npz_paths)
         if not paths:
             raise ConfigError("GodFmriDataset: no subject npz given")
         self.split = split
+        self.include_nonavg_test = include_nonavg_test
         self.image_transform = image_transform
-        self.subjects = [load_god_npz(p).select_roi(roi) for p in paths]
+        reference = self.normalisation == "reference"
+        self.subjects = [load_god_npz(p, keep_dtype=reference).select_roi(roi) for p in paths]
 
-        train_padded = [wrap_pad(s.train_fmri, patch_size) for s in self.subjects]
-        natural = max(m.shape[1] for m in train_padded)
-        if padded_length is not None and padded_length < natural:
-            raise ConfigError(
-                f"GodFmriDataset: padded_length {padded_length} is shorter than the data's {natural} padded voxels"
-            )
-        self.padded_length = int(padded_length or natural)
-        self.num_voxels = self.padded_length
-        # Scalar statistics of the joined, padded TRAINING matrix, whatever the split.
-        self.norm = ScalarNorm.fit(np.concatenate([pad_to_length(m, self.padded_length) for m in train_padded]))
-
-        rows, image_index, subject_index = [], [], []
+        blocks, self.norms, image_index, subject_index = [], [], [], []
         for s_i, subj in enumerate(self.subjects):
             x, idx = self._split_of(subj)
-            rows.append(pad_to_length(wrap_pad(x, patch_size), self.padded_length))
+            if reference:
+                rows, norm = reference_god_rows(subj.train_fmri, x, split == "train", patch_size)
+            else:
+                rows, norm = clean_rows(subj.train_fmri, x, patch_size)
+            blocks.append(rows)
+            self.norms.append(norm)
             image_index.append(idx)
             subject_index.append(np.full(idx.size, s_i, dtype=np.int64))
-        self.fmri = self.norm.apply(np.concatenate(rows))  # (n, L) float32
+        self.fmri = join_blocks(blocks, padded_length, "GodFmriDataset")  # (n, L) float32
+        natural = max(b.shape[1] for b in blocks)
+        self.padded_length = int(self.fmri.shape[1])
+        self.num_voxels = self.padded_length
+        self.norm: ScalarNorm | None = self.norms[0] if len(self.norms) == 1 else None
         self.image_index = np.concatenate(image_index)
         self.subject_index = np.concatenate(subject_index)
         self.images = None if images_npz is None else _load_images(Path(images_npz), split, self.image_index)
         log.info(
-            "GOD %s: %d samples from %d subject(s), %d voxels padded to %d, norm mean %.4g std %.4g",
-            split, len(self), len(self.subjects), natural, self.padded_length, self.norm.mean, self.norm.std,
+            "GOD %s: %d samples from %d subject(s), %d voxels padded to %d, %s normalisation (%s)",
+            split, len(self), len(self.subjects), natural, self.padded_length, self.normalisation,
+            "; ".join(f"mean {n.mean:.4g} std {n.std:.4g}" for n in self.norms),
         )
 
     def _split_of(self, subj: GodSubjectData) -> tuple[np.ndarray, np.ndarray]:
         if self.split == "train":
             return subj.train_fmri, subj.train_image_index
         if self.split == "test":
-            return subj.test_fmri, np.arange(subj.test_fmri.shape[0], dtype=np.int64)
+            rows, idx = subj.test_fmri, np.arange(subj.test_fmri.shape[0], dtype=np.int64)
+            if self.include_nonavg_test:  # the reference appends the single trials after the averages
+                rows = np.concatenate([rows, subj.test_fmri_trials], axis=0)
+                idx = np.concatenate([idx, subj.test_trial_image_index()])
+            return rows, idx
         return subj.test_fmri_trials, subj.test_trial_image_index()
 
     def __len__(self) -> int:

@@ -413,10 +413,12 @@ class Pairs:
 
 
 def load_pairs(npz: str | Path, images: str | Path | None, dataset: str, split: str, num_voxels: int,
-               image_size: int, roi: str | None = None) -> Pairs:
+               image_size: int, roi: str | None = None, normalisation: str = "clean") -> Pairs:
     """One subject's fMRI rows (MinD-Vis conventions) with their images, fitted to the model's sizes.
 
     roi None: the dataset's default (GOD: VC, as MinD-Vis; BOLD5000: all five ROIs).
+    normalisation: "clean" (per-subject training statistics) or "reference" (MinD-Vis's own
+    steps, bit for bit: what its released checkpoints saw; docs/reference.md sections 2-3).
     """
     from mindvis.models.sc_mbm import fit_voxels
 
@@ -426,14 +428,14 @@ def load_pairs(npz: str | Path, images: str | Path | None, dataset: str, split: 
 
         if images is None:
             raise ConfigError("GOD needs --images (images_256.npz)")
-        ds = GodFmriDataset(npz, images_npz=images, split=split, roi=roi)
+        ds = GodFmriDataset(npz, images_npz=images, split=split, roi=roi, normalisation=normalisation)
         pictures = ds.images[ds.image_index]
         subject = ds.subjects[0]
         labels = subject.test_labels if split == "test" else None
     elif dataset == "bold5000":
         from mindvis.data.bold5000 import Bold5000FmriDataset
 
-        ds = Bold5000FmriDataset(npz, split=split, roi=roi, with_images=True)
+        ds = Bold5000FmriDataset(npz, split=split, roi=roi, with_images=True, normalisation=normalisation)
         pictures = np.stack([ds[i]["image"].numpy() for i in range(len(ds))])
         labels = None
     else:
@@ -447,7 +449,7 @@ def load_pairs(npz: str | Path, images: str | Path | None, dataset: str, split: 
         log.warning("%s: %d voxels after padding but the encoder takes %d: the last %d are cut", npz,
                     ds.fmri.shape[1], num_voxels, ds.fmri.shape[1] - num_voxels)
     fmri = np.ascontiguousarray(fit_voxels(ds.fmri, num_voxels), dtype=np.float32)
-    norm = ds.norm if not isinstance(ds.norm, list) else ds.norm[0]
+    norm = ds.norms[0]  # one subject
     return Pairs(fmri=fmri, images=resize_images(pictures, image_size), image_index=np.asarray(ds.image_index),
                  labels=labels, raw_voxels=int(raw), norm_mean=float(norm.mean), norm_std=float(norm.std))
 
