@@ -35,7 +35,8 @@ def write_god(path, n_train=60, n_test=10, voxels=90, seed=3):
     np.savez(path, arr_0=(rng.standard_normal((n_train, 4)) @ w).astype(np.float32),
              arr_1=(rng.standard_normal((2 * n_test, 4)) @ w).astype(np.float32),
              arr_2=(rng.standard_normal((n_test, 4)) @ w + 50.0).astype(np.float32),  # visibly different rows
-             arr_3=np.arange(n_train) % 5, V1=np.arange(voxels) < 30)
+             arr_3=np.arange(n_train) % 5, V1=np.arange(voxels) < 30,
+             VC=np.ones(voxels, dtype=bool))  # like preprocess-god's VC-only files
 
 
 @pytest.fixture(scope="module")
