@@ -29,7 +29,7 @@ from mindvis.checkpoints.compvis_ldm import (
     vq_from_compvis,
     vq_to_compvis,
 )
-from mindvis.checkpoints.mindvis_ldm import export_mindvis_state, load_finetuned, save_finetuned
+from mindvis.checkpoints.mindvis_ldm import MASK_TOKEN_DROP, export_mindvis_state, load_finetuned, save_finetuned
 from mindvis.models.ldm.autoencoder import build_vq
 from mindvis.models.ldm.dc_ldm import build_fmri_ldm, build_label_ldm, ddpm_scheduler
 from mindvis.models.ldm.presets import TINY, LdmSpec, ScheduleSpec, UnetSpec, VqSpec
@@ -292,14 +292,17 @@ def test_mindvis_state_has_the_reference_names_and_shapes():
         "cond_stage_model.dim_mapper.weight": (16, d),
         "first_stage_model.quantize.embedding.weight": (16, 3), "first_stage_model.encoder.mid.attn_1.k.weight":
             (32, 32, 1, 1),
-        "betas": (1000,), "posterior_mean_coef2": (1000,), "scale_factor": (),
+        "betas": (1000,), "posterior_mean_coef2": (1000,),
+        "cond_stage_model.mae.mask_token": (1, 1, d),  # the reference's encoder owns one (unused)
     }
     for key, shape in expected.items():
         assert tuple(state[key].shape) == shape, key
     prefixes = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.mae.",
                 "cond_stage_model.channel_mapper.", "cond_stage_model.dim_mapper.")
     assert all(k.startswith(prefixes) or k in schedule_buffers(ScheduleSpec()) for k in state)
-    assert not any(k.startswith("cond_stage_model.mae.decoder") or "mask_token" in k for k in state)
+    # the reference keeps scale_factor as a plain attribute: a saved one fails its strict load
+    assert "scale_factor" not in state and not any(k.startswith("cond_stage_model.mae.decoder") for k in state)
+    assert torch.equal(state["cond_stage_model.mae.mask_token"], torch.zeros(1, 1, d))
 
 
 @pytest.mark.parametrize("with_block", [True, False])
@@ -318,7 +321,7 @@ def test_mindvis_finetuned_round_trip(tmp_path, with_block):
     arch = loaded.layout.encoder_arch  # the encoder's sizes (stage B has no MAE decoder to read)
     assert (arch.patch_size, arch.embed_dim, arch.depth, arch.num_heads, arch.mlp_ratio) == (16, 16, 1, 2, 1.0)
     assert loaded.report.used == len(model.state_dict())
-    assert set(loaded.report.reasons()) == {"schedule buffer (recomputed from the schedule)"}
+    assert set(loaded.report.reasons()) == {"schedule buffer (recomputed from the schedule)", MASK_TOKEN_DROP}
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
     again = export_mindvis_state(loaded.model)
@@ -335,7 +338,8 @@ def test_mindvis_file_with_a_foreign_key_or_missing_mapper_fails(tmp_path):
     model = _stage_b()
     state = export_mindvis_state(model)
     path = tmp_path / "bad.pth"
-    torch.save({"model_state_dict": {**state, "cond_stage_model.extra.weight": torch.zeros(1)}, "config": {}}, path)
+    torch.save({"model_state_dict": {**state, "cond_stage_model.extra.weight": torch.zeros(1)},
+                "config": {"num_heads": 2}}, path)
     with pytest.raises(InputDataError, match="unexpected.*cond_stage_model.extra.weight"):
         load_finetuned(path)
     pooled = {k: v for k, v in state.items() if "channel_mapper" not in k}

@@ -376,17 +376,18 @@ def infer_vq_spec(sd: Mapping[str, torch.Tensor], resolution: int = 256, norm_nu
                   attn_resolutions=attn, norm_num_groups=norm_num_groups)
 
 
-def _compvis_yaml(path: Path) -> dict[str, Any]:
-    """The sizes shapes cannot tell (heads, image size) from CompVis's config.yaml beside the checkpoint."""
-    cfg_path = path.with_name("config.yaml")
-    if not cfg_path.is_file():
-        return {}
+def read_prior_yaml(cfg_path: Path) -> dict[str, Any]:
+    """The sizes shapes cannot tell (heads, latent and image size) from a CompVis LDM config.yaml.
+
+    latent_size is `model.params.image_size`, the side MinD-Vis samples latents at
+    (fLDM.generate with HW None), else the UNet's own `image_size`; the two must agree.
+    """
     import yaml
 
     try:
         doc = yaml.safe_load(cfg_path.read_text()) or {}
         params = doc["model"]["params"]
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise InputDataError(cfg_path, f"not a CompVis LDM config: {exc}") from None
     unet = (params.get("unet_config") or {}).get("params") or {}
     dd = ((params.get("first_stage_config") or {}).get("params") or {}).get("ddconfig") or {}
@@ -396,9 +397,34 @@ def _compvis_yaml(path: Path) -> dict[str, Any]:
     parameterization = params.get("parameterization", "eps")
     if parameterization not in ("eps", "v"):
         raise InputDataError(cfg_path, f"parameterization {parameterization!r} is not supported (eps or v)")
-    return {"num_heads": unet.get("num_heads"), "latent_size": unet.get("image_size"),
+    sampled, unet_side = params.get("image_size"), unet.get("image_size")
+    if sampled is not None and unet_side is not None and int(sampled) != int(unet_side):
+        raise InputDataError(cfg_path, f"model.params.image_size {sampled} and unet_config image_size {unet_side} "
+                                       "disagree")
+    latent = sampled if sampled is not None else unet_side
+    return {"num_heads": unet.get("num_heads"), "latent_size": None if latent is None else int(latent),
             "resolution": dd.get("resolution"), "n_classes": cond.get("n_classes"),
+            "n_levels": len(dd["ch_mult"]) if dd.get("ch_mult") else None,
             "prediction_type": "epsilon" if parameterization == "eps" else "v_prediction"}
+
+
+def check_latent_size(cfg_path: Path, latent_size: int | None, image_size: int, n_levels: int,
+                      yaml_levels: int | None = None) -> None:
+    """The config's latent side must be what the first stage makes of the images (else an error naming both)."""
+    if yaml_levels is not None and yaml_levels != n_levels:
+        raise InputDataError(cfg_path, f"first_stage ddconfig.ch_mult has {yaml_levels} levels but the "
+                                       f"checkpoint's first stage has {n_levels}")
+    expected = image_size // 2 ** (n_levels - 1)
+    if latent_size is not None and latent_size != expected:
+        raise InputDataError(cfg_path, f"image_size {latent_size} (the latent side sampled) disagrees with "
+                                       f"{image_size}-px images through the first stage's {n_levels} levels "
+                                       f"(down-sampling {2 ** (n_levels - 1)}: {expected}-px latents)")
+
+
+def _compvis_yaml(path: Path) -> dict[str, Any]:
+    """read_prior_yaml of the config.yaml beside a CompVis checkpoint ({} when there is none)."""
+    cfg_path = path.with_name("config.yaml")
+    return read_prior_yaml(cfg_path) if cfg_path.is_file() else {}
 
 
 # -- whole checkpoints -----------------------------------------------------------------------------
@@ -474,6 +500,9 @@ def read_compvis_ldm(path: str | Path, keep_class_embedder: bool = True) -> Load
     else:
         hints = _compvis_yaml(path)
         vq_spec = infer_vq_spec(vq, resolution=int(hints.get("resolution") or 256), path=path)
+        if hints:
+            check_latent_size(path.with_name("config.yaml"), hints.get("latent_size"), vq_spec.resolution,
+                              len(vq_spec.ch_mult), hints.get("n_levels"))
         unet_spec = infer_unet_spec(unet, num_heads=int(hints.get("num_heads") or 1),
                                     sample_size=int(hints.get("latent_size") or vq_spec.latent_size), path=path)
         schedule = schedule_from_buffers(sched, path) or ScheduleSpec()

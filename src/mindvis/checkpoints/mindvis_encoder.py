@@ -12,7 +12,8 @@ The file is a dict (REFERENCE.md section 6):
 
 The architecture is read from the tensors' shapes (width, depth, patch, MLP
 ratio, decoder sizes, number of tokens N); only the head counts, which no
-shape reveals, come from `config` (num_heads, decoder_num_heads).
+shape reveals, come from `config` (num_heads, decoder_num_heads): a config
+without them is an error naming the key (never a guessed 16).
 
 Plain-dict configs and MinD-Vis code: MinD-Vis's scripts read the config by
 attribute (`sd['config'].patch_size`); wrap ours with
@@ -79,11 +80,11 @@ def arch_from_state_dict(state: dict[str, torch.Tensor], fields: dict[str, Any] 
     dec_depth = _depth(state, "decoder_blocks") if has_decoder else 0
 
     def heads(key: str, width_: int) -> int:
+        # no tensor's shape shows a head count: a guess would load silently wrong weights' meaning
         if key in fields and fields[key] is not None:
             return int(fields[key])
-        default = PRESETS["paper"].num_heads
-        log.warning("%s: config has no '%s'; assuming MinD-Vis's %d", path, key, default)
-        return default
+        raise InputDataError(path, f"the checkpoint's config has no '{key}' (the attention head count of the "
+                                   f"{width_}-wide layers, which no tensor shape shows); set '{key}' in its config")
 
     arch = ArchSpec(
         patch_size=int(patch), embed_dim=int(width), depth=depth, num_heads=heads("num_heads", width),

@@ -172,9 +172,11 @@ def _replace_stand_ins(obj: Any) -> Any:
     return obj
 
 
-def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+def safe_load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
     """`torch.load(path, weights_only=True)` that also reads MinD-Vis's pickled config objects as data.
 
+    mmap: map the tensors' storage instead of reading it (zip-format files only; a caller
+    that needs only the config of a large file reads almost nothing).
     Raises InputDataError when the file is missing or corrupt, and
     UnsafeCheckpointError (naming each refused `module.name`) when it would
     need any other class or function.
@@ -203,7 +205,8 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
 
     try:
         with torch.serialization.safe_globals(stand_ins):
-            obj = torch.load(path, map_location=map_location, weights_only=True)
+            obj = torch.load(path, map_location=map_location, weights_only=True,
+                             mmap=bool(mmap) and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         raise UnsafeCheckpointError(path, detail=f"torch's weights-only unpickler refused it: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any other failure means a damaged file

@@ -2,9 +2,14 @@
 
 `generate_samples` is the library function behind `mindvis generate`:
     model   finetuned.pt (ours) or MinD-Vis's finetuned.pth, loaded without running pickled code
+            (a MinD-Vis file needs its encoder's head count: `encoder_checkpoint`, fmri_encoder.pth
+            beside it, or `encoder_num_heads`; and reads the prior's config.yaml when found)
     data    the subject's TEST fMRI (averaged per image), with the dataset's conventions
-            (wrap padding, scalar z-score with the TRAINING statistics) and fitted to the
-            model's number of voxels; the ground-truth test images resized to the model's size
+            (wrap padding, scalar z-score) and fitted to the model's number of voxels; the
+            ground-truth test images resized to the model's size. Test normalisation: a
+            MinD-Vis checkpoint gets the reference's ("reference": what its released weights
+            saw, docs/reference.md §2-3), ours the one its training run recorded (else "clean");
+            the log, the summary and the MLflow tags say which
     output  npz: samples (n_test, K, H, W, 3) uint8, ground_truth (n_test, H, W, 3) uint8,
             image_index (n_test,) row of test_images, test_labels (n_test,) when the npz has them,
             and the sampler settings (sampler, steps, eta, guidance_scale, seed, n_samples);
@@ -89,6 +94,19 @@ class GenerateConfig:
     grid_rows: int = 0  # rows in the PNG grid (0 = all test items)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 1  # torch CPU threads (0 = torch's default); 1 is fastest for tiny models when jobs share cores
+    # a MinD-Vis finetuned.pth does not hold its encoder's head count: its stage A fmri_encoder.pth
+    # (null: the one beside the file) or the number itself; and the prior's config.yaml for the latent
+    # side (null: config.yaml beside the file or in ../ldm/label2img/, else img_size / down-sampling)
+    encoder_checkpoint: str | None = None
+    encoder_num_heads: int | None = None
+    prior_config: str | None = None
+
+
+def normalisation_for(loaded) -> str:
+    """The test-fMRI normalisation a checkpoint needs: MinD-Vis's own for its files, else its training run's."""
+    if loaded.from_reference:
+        return "reference"
+    return str(loaded.mindvis.get("normalisation") or "clean")
 
 
 def generate_samples(model_path: str | Path, npz: str | Path, out: str | Path, grid: str | Path | None,
@@ -104,12 +122,17 @@ def generate_samples(model_path: str | Path, npz: str | Path, out: str | Path, g
 
     set_threads(cfg.threads)
     device = pick_device(cfg.device)
-    loaded = load_finetuned(model_path)
+    loaded = load_finetuned(model_path, encoder_checkpoint=cfg.encoder_checkpoint,
+                            encoder_num_heads=cfg.encoder_num_heads, prior_config=cfg.prior_config)
     model = loaded.model.to(device).eval()
     spec = model.spec
     roi = cfg.roi or loaded.mindvis.get("roi")  # the training run's ROI unless the config names one
+    normalisation = normalisation_for(loaded)
+    log.info("%s checkpoint: test fMRI normalised as %r%s", "MinD-Vis" if loaded.from_reference else "mindvis",
+             normalisation, " (the reference's steps, what its released weights saw)"
+             if normalisation == "reference" else "")
     pairs = load_pairs(npz, images, dataset, "test", num_voxels=model.conditioner.num_voxels,
-                       image_size=spec.vq.resolution, roi=roi)
+                       image_size=spec.vq.resolution, roi=roi, normalisation=normalisation)
     n = pairs.fmri.shape[0] if cfg.max_items <= 0 else min(cfg.max_items, pairs.fmri.shape[0])
     sampler = SamplerConfig(sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, guidance_scale=cfg.guidance_scale,
                             n_samples=cfg.n_samples, seed=cfg.seed, batch_size=cfg.batch_size,
@@ -139,6 +162,8 @@ def generate_samples(model_path: str | Path, npz: str | Path, out: str | Path, g
                "seconds": timing["seconds"], "seconds_per_image": timing["seconds_per_image"],
                "pixel_identification": pairwise_identification(samples, gt) if n >= 2 else None,
                "model_config_class": loaded.config_class,
-               "test_set_exposed": bool(loaded.mindvis.get("test_set_exposed", loaded.config_class is not None)),
+               "checkpoint_origin": "mindvis-reference" if loaded.from_reference else "mindvis",
+               "test_normalisation": normalisation, "layout_sources": dict(loaded.layout.sources),
+               "test_set_exposed": bool(loaded.mindvis.get("test_set_exposed", loaded.from_reference)),
                "dropped_keys": loaded.report.reasons()}
     return summary

@@ -1,7 +1,11 @@
 """Generate K images per test fMRI with a stage B model; write them as an npz and a PNG grid.
 
 --model takes our finetuned.pt or MinD-Vis's released finetuned.pth (read
-without executing pickled code; sizes from the file). Samplers (config
+without executing pickled code; sizes from the file; for MinD-Vis's file the
+encoder's head count from its stage A fmri_encoder.pth: put it beside the file
+or set `encoder_checkpoint` / `encoder_num_heads`). A MinD-Vis checkpoint is fed
+test fMRI normalised as the reference does (`normalisation="reference"`); the log
+and the MLflow tag `test_normalisation` say which normalisation was used. Samplers (config
 `sampler`): plms (the reference: 250 steps), ddim (with `eta`), dpmpp
 (DPM-Solver++ 2M, 25 steps by default). Sample k of test item i starts from
 noise seeded by (seed, i, k): reruns, batch sizes and subsets give the same
@@ -47,7 +51,9 @@ def run(args) -> int:
     with tracker_for(args, cfg, dataset=args.dataset, subject=subject) as tracker:
         summary = generate_samples(args.model, args.npz, args.out, args.grid, cfg, images=args.images,
                                    dataset=args.dataset, tracker=tracker)
-        tracker.set_tags({"test_set_exposed": str(summary["test_set_exposed"]).lower()})
+        tracker.set_tags({"test_set_exposed": str(summary["test_set_exposed"]).lower(),
+                          "test_normalisation": summary["test_normalisation"],
+                          "checkpoint_origin": summary["checkpoint_origin"]})
         tracker.log_metrics({k: summary[k] for k in ("seconds", "seconds_per_image", "pixel_identification")
                              if summary.get(k) is not None})
         tracker.log_dict(summary, "summary.json")
