@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, pad_to_length, wrap_pad
+from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, pad_to_length, wrap_pad, wrap_pad_amount
 from mindvis.utils.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
@@ -126,32 +126,27 @@ def join_a1_sources(sources: Sequence[A1Source], normalisation: str = "reference
         raise ConfigError(f"stage A1 normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     if not sources:
         raise ConfigError("stage A1: no subjects to pre-train on")
-    n_rows = [s.rows.shape[0] for s in sources]
+    n_rows = [src.rows.shape[0] for src in sources]
     holdout = holdout_mask(sum(n_rows), holdout_fraction, seed)
     starts = np.concatenate([[0], np.cumsum(n_rows)[:-1]]).astype(int)
+    padded_len = [src.rows.shape[1] + wrap_pad_amount(src.rows.shape[1], patch_size) for src in sources]
+    group: dict[str, int] = {}
+    for src, n in zip(sources, padded_len):
+        group[src.kind] = max(group.get(src.kind, 0), n)
+    length = max(group.values())
 
-    scaled, norms = [], []
-    for src, start, n in zip(sources, starts, n_rows):
+    matrix = np.empty((sum(n_rows), length), dtype=np.float32)  # filled subject by subject: no second copy
+    subjects = []
+    for src, start, n, p in zip(sources, starts, n_rows, padded_len):
         padded = wrap_pad(np.asarray(src.rows, dtype=np.float32), patch_size)
         fit_rows = padded if normalisation == "reference" else padded[~holdout[start:start + n]]
         if fit_rows.shape[0] == 0:
             raise ConfigError(f"stage A1: every row of {src.name} is held out; lower holdout_fraction")
         norm = ScalarNorm.fit(fit_rows)
-        scaled.append(norm.apply(padded))
-        norms.append(norm)
-
-    group = {}
-    for src, rows in zip(sources, scaled):
-        group[src.kind] = max(group.get(src.kind, 0), rows.shape[1])
-    length = max(group.values())
-    matrix = np.empty((sum(n_rows), length), dtype=np.float32)
-    subjects = []
-    for i, (src, start, n) in enumerate(zip(sources, starts, n_rows)):
-        rows, scaled[i] = scaled[i], None  # free each subject once copied
-        matrix[start:start + n] = pad_to_length(pad_to_length(rows, group[src.kind]), length)
+        matrix[start:start + n] = pad_to_length(pad_to_length(norm.apply(padded), group[src.kind]), length)
         subjects.append(A1Subject(kind=src.kind, name=src.name, first_row=int(start), n_rows=int(n),
-                                  raw_voxels=int(src.rows.shape[1]), padded_voxels=int(rows.shape[1]),
-                                  group_voxels=group[src.kind], norm=norms[i]))
+                                  raw_voxels=int(src.rows.shape[1]), padded_voxels=int(p),
+                                  group_voxels=group[src.kind], norm=norm))
     return StageA1Rows(matrix=matrix, holdout=holdout, subjects=tuple(subjects), normalisation=normalisation)
 
 

@@ -50,7 +50,7 @@ class MbmTrainConfig(LoopConfig):
     lr: float = 3.0e-3  # paper: 2.5e-4 (the tiny model tolerates more)
     warmup_epochs: float = 2.0  # paper: 40
     window: int = 10  # HCP frames averaged per sample (non-overlapping blocks)
-    # Add the GOD training fMRI given with --god (MinD-Vis does).
+    # Add the GOD training fMRI given with --god (MinD-Vis does; they include the rows A2 holds out).
     include_god: bool = True
     # ROI of every subject: VC = HCP's V1..V4 and GOD's VC mask (MinD-Vis); another name = that HCP
     # npz key and that GOD mask.
