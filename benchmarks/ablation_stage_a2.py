@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from mindvis.config import load_section
-from mindvis.training.cli_finetune import DATASETS, FinetuneConfig, finetune_from_rows, load_subject
+from mindvis.training.cli_finetune import DATASETS, FinetuneConfig, finetune_from_rows, load_subject_for
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     cfg = load_section(FinetuneConfig, args.config, args.overrides)
-    subject = load_subject(args.npz, args.dataset)
+    subject = load_subject_for(args.npz, args.dataset, cfg)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, scratch in (("from_A1", False), ("from_scratch", True)):

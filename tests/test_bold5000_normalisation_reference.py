@@ -175,3 +175,14 @@ def test_clean_uses_each_subjects_training_statistics(tmp_path):
         np.testing.assert_allclose(ds.fmri, np.concatenate(blocks), rtol=1e-6, atol=1e-6)
     test = Bold5000FmriDataset(paths, split="test", with_images=False)
     assert test.fmri[test.subject_index == 0].mean() > 0.3 and test.fmri[test.subject_index == 1].mean() < -0.2
+
+
+def test_stage_a2_reference_tunes_on_the_references_test_matrix(tmp_path):
+    from mindvis.training.cli_finetune import FinetuneConfig, load_subject_for
+
+    path = write_subject(tmp_path, 1, ROIS_1, seed=1)
+    train, test = mindvis_bold5000(tmp_path / "py", ["CSI1"], include_nonavg_test=True)
+    rows = load_subject_for(path, "bold5000", FinetuneConfig(protocol="reference"))
+    np.testing.assert_array_equal(rows.test_fmri, test)
+    np.testing.assert_array_equal(rows.train_fmri, train)
+    assert rows.raw_voxels == 18

@@ -174,3 +174,23 @@ def test_clean_and_reference_differ_where_the_issue_says(tmp_path):
     assert np.abs(ref.fmri - clean.fmri).max() > 0.5
     with pytest.raises(ConfigError, match="normalisation must be one of"):
         GodFmriDataset(path, normalisation="joint")
+
+
+def test_stage_a2_reference_tunes_on_the_references_test_matrix(tmp_path):
+    """MinD-Vis's A2: the test matrix with include_nonavg_test, then wrap-padded or cut to the checkpoint."""
+    from mindvis.training.cli_finetune import FinetuneConfig, _normalised_rows, load_subject_for
+
+    path = tmp_path / "sbj_3.npz"
+    write_subject(path, n_voxels=37, seed=3)
+    train, test = mindvis_kamitani([path], include_nonavg_test=True)
+    rows = load_subject_for(path, "god", FinetuneConfig(protocol="reference"))  # normalisation auto -> reference
+    np.testing.assert_array_equal(rows.test_fmri, test)
+    np.testing.assert_array_equal(rows.train_fmri, train)
+    assert rows.raw_voxels == 35 and rows.normalised is not None
+    longer = _normalised_rows(rows, rows.test_fmri, rows.train_fmri[:2], 96)
+    np.testing.assert_array_equal(longer.train, wrap_to(test, 96))
+    shorter = _normalised_rows(rows, rows.test_fmri, rows.train_fmri[:2], 32)
+    np.testing.assert_array_equal(shorter.train, test[:, :32])
+    assert load_subject_for(path, "god", FinetuneConfig()).normalised is None  # clean protocol: raw rows
+    paper = load_subject_for(path, "god", FinetuneConfig(protocol="clean", normalisation="reference"))
+    np.testing.assert_array_equal(paper.train_fmri, train)

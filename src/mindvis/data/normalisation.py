@@ -33,6 +33,13 @@ def check_normalisation(name: str, who: str, renamed: dict[str, str] | None = No
     raise ConfigError(f"{who}: normalisation must be one of {NORMALISATIONS}, got '{name}'")
 
 
+def resolve_normalisation(normalisation: str, protocol: str, who: str) -> str:
+    """A stage's config value: "auto" follows its protocol (reference -> reference, else clean)."""
+    if normalisation == "auto":
+        return "reference" if protocol == "reference" else "clean"
+    return check_normalisation(normalisation, who)
+
+
 def reference_normalize(x: np.ndarray, mean=None, std=None) -> np.ndarray:
     """MinD-Vis's `normalize`: one scalar mean/std of the whole array unless given.
 

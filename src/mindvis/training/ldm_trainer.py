@@ -75,6 +75,7 @@ from mindvis.checkpoints.compvis_ldm import (
     vq_to_compvis,
 )
 from mindvis.checkpoints.mindvis_ldm import finetuned_config, save_finetuned
+from mindvis.data.normalisation import resolve_normalisation
 from mindvis.models.ldm.autoencoder import build_vq, codebook_usage, restart_dead_codes
 from mindvis.models.ldm.conditioning import FmriConditioner
 from mindvis.models.ldm.dc_ldm import PRIOR_TRAINABLE, STAGE_B_REFERENCE, DcLdm, build_label_ldm
@@ -175,6 +176,8 @@ class FinetuneLdmConfig(LdmLoopConfig):
     snr_gamma: float = 5.0  # min-SNR loss weighting (paper: 0 = plain MSE); the conditioning's share of the
     #                         loss is small at low noise, so weighting those steps down speeds up stage B
     protocol: str = "clean"  # clean: select on held-out training pairs | reference: on the test set (leaks)
+    normalisation: str = "auto"  # fMRI z-score: auto (as protocol) | clean (per-subject training statistics)
+    #                              | reference (MinD-Vis's steps bit for bit; docs/reference.md sections 2-3)
     val_fraction: float = 0.1  # training pairs held out for selection (clean protocol)
     select_every_epochs: int = 25  # score and keep the best epoch every N epochs (0: keep the last)
     select_metric: str = "loss"  # loss: diffusion loss of the selection pairs at fixed noise (lower is better)
@@ -952,17 +955,18 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
         raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {cfg.protocol!r}")
     if cfg.select_metric not in SELECT_METRICS:
         raise ConfigError(f"select_metric must be one of {SELECT_METRICS}, got {cfg.select_metric!r}")
+    normalisation = resolve_normalisation(cfg.normalisation, cfg.protocol, "stage_b.finetune")
     set_threads(cfg.threads)
     env, device = join_processes(cfg.device, env)
     built = build_stage_b(prior, encoder, cfg, autoencoder)
     model = built.model.to(device)
     spec = model.spec
     num_voxels = model.conditioner.num_voxels
-    train = load_pairs(npz, images, dataset, "train", num_voxels, spec.vq.resolution, cfg.roi)
+    train = load_pairs(npz, images, dataset, "train", num_voxels, spec.vq.resolution, cfg.roi, normalisation)
     exposed = cfg.protocol == "reference" and cfg.select_every_epochs > 0  # the test set chooses the epoch
     if cfg.protocol == "reference":
         fit_rows = np.arange(train.fmri.shape[0])
-        sel = load_pairs(npz, images, dataset, "test", num_voxels, spec.vq.resolution, cfg.roi)
+        sel = load_pairs(npz, images, dataset, "test", num_voxels, spec.vq.resolution, cfg.roi, normalisation)
         sel_fmri, sel_images = sel.fmri, sel.images
     else:
         fit_rows, held = split_holdout(train.fmri.shape[0], cfg.val_fraction if cfg.select_every_epochs else 0.0,
@@ -1036,7 +1040,7 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
                  "selected_epoch": best.get("epoch", cfg.epochs), "selection_score": best.get("score"),
                  "trainable": list(cfg.trainable), "dataset": dataset, "npz": str(npz), "prior_checkpoint": str(prior),
                  "encoder_checkpoint": str(encoder), "norm_mean": train.norm_mean, "norm_std": train.norm_std,
-                 "raw_voxels": train.raw_voxels, "roi": cfg.roi}
+                 "raw_voxels": train.raw_voxels, "roi": cfg.roi, "normalisation": normalisation}
         config = finetuned_config(model, extra, lr=cfg.lr, num_epoch=cfg.epochs, batch_size=cfg.batch_size,
                                   crop_ratio=round(1.0 - cfg.crop_ratio, 6), clip_grad=cfg.clip_grad, seed=cfg.seed,
                                   num_samples=cfg.select_sampler.n_samples, ddim_steps=cfg.select_sampler.steps,
@@ -1060,7 +1064,8 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
     if "stopped_at_step" in result:
         return result
     result.update({"n_train_pairs": int(fmri.shape[0]), "n_selection_pairs": int(sel_fmri.shape[0]),
-                   "protocol": cfg.protocol, "test_set_exposed": exposed, "selected_epoch": best.get("epoch"),
+                   "protocol": cfg.protocol, "normalisation": normalisation, "test_set_exposed": exposed,
+                   "selected_epoch": best.get("epoch"),
                    "selection_score": best.get("score"), "trainable_parameters": built.trainable_counts,
                    "prior_dropped": built.report.reasons(), "num_voxels": num_voxels, "raw_voxels": train.raw_voxels,
                    "n_tokens": model.conditioner.encoder.n_tokens})
