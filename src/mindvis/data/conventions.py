@@ -1,11 +1,11 @@
-"""MinD-Vis's conventions for fMRI vectors (REFERENCE.md section 3).
+"""MinD-Vis's conventions for fMRI vectors (docs/reference.md section 1).
 
 These few functions fix the shapes a checkpoint depends on, so every dataset
 goes through them:
 - wrap padding by `16 - V % 16` voxels (always at least one; 16 when V is
   already a multiple of 16), as `numpy.pad(..., mode="wrap")`;
-- one scalar mean and std over the whole training matrix; the test set is
-  normalised with the training statistics;
+- one scalar mean and std for a whole matrix (`ScalarNorm`; which rows it is
+  fitted on and applied to: `mindvis.data.normalisation`);
 - several subjects: each wrap-padded to the longest length, rows concatenated.
 """
 
