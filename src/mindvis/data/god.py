@@ -52,7 +52,10 @@ SPLITS = ("train", "test", "test_trials")
 
 @dataclass
 class GodSubjectData:
-    """One GOD subject (all voxels of the file; `select_roi` narrows them)."""
+    """One GOD subject (all voxels of the file; `select_roi` narrows them).
+
+    fMRI arrays are float32, or as stored when read with `keep_dtype` (reference normalisation).
+    """
 
     train_fmri: np.ndarray  # (n_train, V) float32, arr_0, trial order
     test_fmri_trials: np.ndarray  # (n_test_trials, V) float32, arr_1, grouped image by image
