@@ -42,6 +42,8 @@ class JudgeTrainConfig:
     augment: bool = True  # random geometry / colour / blur / noise per batch (see module docstring)
     seed: int = 0  # initialisation, batch order and augmentation
     threads: int = 1  # torch CPU threads; 1 is fastest for this tiny network (thread sync costs more than it saves)
+    max_steps: int | None = None  # stop after this many optimisation steps (None: no cap; the cosine still spans
+    #                               every epoch, so a capped run is the start of the full one)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -126,6 +128,8 @@ def train_judge(
     """Train a SmallCNN judge; return it and a summary (losses, train and held-out accuracy, time)."""
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.image_size < 8:
         raise ConfigError("train_judge: epochs and batch_size must be >= 1, image_size >= 8")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ConfigError(f"train_judge: max_steps must be >= 1 or null, got {cfg.max_steps}")
     n_classes = len(class_names)
     if train_labels.min() < 0 or train_labels.max() >= n_classes:
         raise ConfigError(f"train_judge: labels outside [0, {n_classes})")
@@ -140,13 +144,19 @@ def train_judge(
         total = cfg.epochs * steps_per_epoch
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        last_step = total if cfg.max_steps is None else min(total, int(cfg.max_steps))
+        step = 0
         t0 = time.perf_counter()
         losses = []
         for epoch in range(cfg.epochs):
+            if step >= last_step:
+                break
             model.train()
             order = torch.randperm(len(x_all), generator=gen)
-            epoch_loss = 0.0
+            epoch_loss, seen = 0.0, 0
             for start in range(0, len(order), cfg.batch_size):
+                if step >= last_step:
+                    break
                 idx = order[start : start + cfg.batch_size]
                 xb = augment_batch(x_all[idx], gen) if cfg.augment else x_all[idx]
                 loss = F.cross_entropy(model(xb), y_all[idx])
@@ -154,8 +164,10 @@ def train_judge(
                 loss.backward()
                 opt.step()
                 sched.step()
+                step += 1
                 epoch_loss += loss.item() * len(idx)
-            losses.append(epoch_loss / len(x_all))
+                seen += len(idx)
+            losses.append(epoch_loss / seen)
             log.debug("judge epoch %d loss %.4f", epoch, losses[-1])
         seconds = time.perf_counter() - t0
     finally:
@@ -164,7 +176,8 @@ def train_judge(
         "n_train": int(len(x_all)),
         "n_classes": n_classes,
         "epochs": cfg.epochs,
-        "steps": total,
+        "steps": step,
+        "max_steps": cfg.max_steps,
         "final_loss": losses[-1],
         "train_accuracy": accuracy(model, train_images, train_labels, cfg.image_size),
         "train_seconds": round(seconds, 2),

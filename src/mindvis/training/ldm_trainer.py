@@ -122,6 +122,8 @@ class LdmLoopConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 1  # torch CPU threads (0 = torch's default); 1 is fastest for tiny models when jobs share cores
     keep_resume: bool = False  # keep <out>.resume.pt after a successful run
+    max_steps: int | None = None  # stop after this many optimizer steps (None: no cap): the first max_steps
+    #                               steps of the full run (schedules unchanged), then the normal outputs
 
 
 @dataclass
@@ -602,6 +604,9 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
                           "training items: lower batch_size")
     steps_per_epoch = n_items // global_batch
     total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ConfigError(f"max_steps must be >= 1 or null, got {cfg.max_steps}")
+    last_step = total_steps if cfg.max_steps is None else min(total_steps, int(cfg.max_steps))
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ConfigError("nothing to train: the trainable set is empty")
@@ -654,6 +659,8 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
     t_start = time.perf_counter()
     with _StopFlag() as stop:
         for epoch in range(step // steps_per_epoch, cfg.epochs):
+            if step >= last_step:
+                break
             first = step - epoch * steps_per_epoch
             order = ddp.epoch_order(cfg.seed, epoch, n_items, order_gen)
             t0, seen, loss_sum, gnorm_sum, n_steps = time.perf_counter(), 0, 0.0, 0.0, 0
@@ -684,6 +691,8 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
                 if stop_after_steps is not None and step >= stop_after_steps:
                     bar.close()
                     return {"stopped_at_step": step}
+                if step >= last_step:  # max_steps (or the last step): the epoch-end work below, then the end
+                    break
                 due = cfg.checkpoint_every_steps > 0 and step % cfg.checkpoint_every_steps == 0 and step < total_steps
                 if i == steps_per_epoch - 1:
                     # at an epoch's last step the save waits for the epoch-end work (selection, history), so
@@ -714,6 +723,8 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
                 picture = hooks.grid(epoch + 1)
                 if picture is not None:
                     log_to.log_image(picture, f"{desc}_epoch{epoch + 1:04d}.png")
+            if last_step < total_steps and step >= last_step:
+                break  # max_steps reached: saved and exported below
             stopping = ddp.any_rank(stop.raised, env, device)
             if (save_after_epoch or stopping) and not last:
                 save_state()
@@ -726,7 +737,8 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
         if not cfg.keep_resume:
             resume_path.unlink(missing_ok=True)
     ddp.barrier(env)  # the output exists when any process returns
-    return {"steps": step, "steps_per_epoch": steps_per_epoch, "epochs": cfg.epochs, "resumed": resumed is not None,
+    return {"steps": step, "steps_per_epoch": steps_per_epoch, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
+            "resumed": resumed is not None,
             "seconds": time.perf_counter() - t_start, "device": str(device), "world_size": env.world_size,
             "batch_size": cfg.batch_size, "global_batch": global_batch,
             "precision": "fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),

@@ -82,6 +82,8 @@ class LoopConfig:
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     keep_resume: bool = False  # keep <out>.resume.pt after a successful run
     threads: int = 0  # CPU intra-op threads for torch (0: torch's default); set it to the job's cores
+    max_steps: int | None = None  # stop after this many optimizer steps (None: no cap): the first max_steps
+    #                               steps of the full run (schedule unchanged), then the normal outputs
 
 
 class TrainingInterrupted(MindVisError):
@@ -436,6 +438,10 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
         raise ConfigError(f"batch_size={cfg.batch_size} x {env.world_size} process(es) exceeds the "
                           f"{n_train} training rows: lower batch_size")
     total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ConfigError(f"max_steps must be >= 1 or null, got {cfg.max_steps}")
+    # a capped run is the prefix of the full run: the schedule still spans total_steps
+    last_step = total_steps if cfg.max_steps is None else min(total_steps, int(cfg.max_steps))
     schedule = WarmupCosine.from_epochs(cfg.lr, cfg.epochs, cfg.warmup_epochs, steps_per_epoch, cfg.min_lr)
 
     model.to(device)
@@ -525,7 +531,7 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
 
     def checkpoint_due() -> bool:
         every = cfg.checkpoint_every_steps
-        return every > 0 and step % every == 0 and step < total_steps  # the end is saved anyway
+        return every > 0 and step % every == 0 and step < last_step  # the end is saved anyway
 
     params = [p for p in core.parameters() if p.requires_grad]
     start_epoch = step // steps_per_epoch
@@ -533,6 +539,8 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
     net.train()
     with _StopFlag() as stop:
         for epoch in range(start_epoch, cfg.epochs):
+            if step >= last_step:
+                break
             first = step - epoch * steps_per_epoch
             order = ddp.epoch_order(cfg.seed, epoch, n_train, order_gen)
             loader = DataLoader(_Rows(train_t), batch_sampler=_StepBatches(order, first, steps_per_epoch,
@@ -576,7 +584,10 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
                     flush()
                     save_state()
                     raise TrainingInterrupted(step, resume_path)
+                if step >= last_step:  # max_steps: the partial epoch still gets its metrics below
+                    break
             bar.close()
+            flush()
             elapsed = time.perf_counter() - t0
             sums = ddp.all_reduce_sum(torch.tensor([accum["loss"], accum["grad_norm"]], dtype=torch.float64),
                                       env) / env.world_size
@@ -590,6 +601,8 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
                          ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
                 if _tracking(tracker):
                     tracker.log_metrics(metrics, step=epoch + 1)
+            if last_step < total_steps and step >= last_step:
+                break  # max_steps reached: saved and exported below
             # at an epoch's end the state is saved after its metrics, so a resume starts the next epoch clean
             if ddp.any_rank(stop.raised, env, device):
                 save_state()
@@ -603,8 +616,8 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
                                                               if k in ("lr", "min_lr", "weight_decay",
                                                                        "warmup_epochs", "batch_size",
                                                                        "clip_grad", "mask_ratio", "seed")})
-        export_mbm_checkpoint(out_path, core, config,
-                              epoch=cfg.epochs - 1, optimizer=optimizer.state_dict(), scaler=scaler.state_dict())
+        export_mbm_checkpoint(out_path, core, config, epoch=max(step - 1, 0) // steps_per_epoch,
+                              optimizer=optimizer.state_dict(), scaler=scaler.state_dict())
         if not cfg.keep_resume:
             resume_path.unlink(missing_ok=True)
     ddp.barrier(env)
@@ -613,6 +626,7 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
     return {
         "n_train": n_train, "n_holdout": int(holdout_rows.shape[0]), "num_voxels": model.num_voxels,
         "n_tokens": model.n_tokens, "steps": step, "steps_per_epoch": steps_per_epoch, "epochs": cfg.epochs,
+        "max_steps": cfg.max_steps,
         "global_batch": global_batch, "world_size": env.world_size, "device": str(device),
         "precision": "fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
         "resumed": resumed is not None, "final_loss": final.get("loss"),
