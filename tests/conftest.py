@@ -1,7 +1,9 @@
-"""Shared pytest setup: tests/ on sys.path (for small factories) and an isolated MLflow store."""
+"""Shared pytest setup: tests/ on sys.path (for small factories), pytest-timeout's global
+limit from tests/timeouts.py, and an isolated MLflow store."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +13,16 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
+
+import timeouts  # noqa: E402 (needs tests/ on sys.path)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """pytest-timeout's per-test limit comes from tests/timeouts.py (before pytest-timeout reads
+    its settings), unless --timeout or PYTEST_TIMEOUT says otherwise."""
+    if config.getoption("timeout", None) is None and not os.environ.get("PYTEST_TIMEOUT"):
+        config.option.timeout = timeouts.PER_TEST
 
 
 @pytest.fixture(autouse=True)

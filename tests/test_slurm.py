@@ -38,6 +38,7 @@ import pytest
 import torch
 import yaml
 
+import timeouts
 from workflow_runner import REPO_ROOT, copy_workflow, snakemake
 
 SCRIPTS = REPO_ROOT / "scripts" / "slurm"
@@ -76,7 +77,7 @@ REQUIRED_PROGRAMS = (
     "munged", "mungekey", "munge", "unmunge", "slurmctld", "slurmd",
     "sinfo", "scontrol", "squeue", "scancel", "sbatch", "srun", "setpriv", "setsid",
 )
-RUN_TIMEOUT = 420  # seconds for one Snakemake run
+RUN_TIMEOUT = timeouts.SNAKEMAKE_JOB  # one Snakemake run
 
 
 def _cluster_unavailable() -> str | None:

@@ -24,11 +24,13 @@ import numpy as np
 import pytest
 import yaml
 
+import timeouts
+
 pytestmark = pytest.mark.integration
 
 N_JOBS = 4
-SERVER_START_TIMEOUT = 60  # s: importing mlflow + creating the schema on 2 busy cores
-JOB_TIMEOUT = 120  # s per job
+SERVER_START_TIMEOUT = timeouts.COMMAND  # importing mlflow + creating the schema on busy cores
+JOB_TIMEOUT = timeouts.COMMAND  # per job
 # 10 digit classes; 2 training + 1 test image per class.
 STIMULI_CONFIG = {"image_size": 16, "train_per_class": 2, "test_per_class": 1}
 EXPERIMENT = "mindvis-server-test"

@@ -35,6 +35,7 @@ import psutil
 import pytest
 import torch
 
+import timeouts
 from mindvis.training.checkpointing import resume_path_for
 from workflow_runner import copy_workflow, start_snakemake
 
@@ -68,8 +69,8 @@ RESUMED = re.compile(r"resumed from \S+ at step (\d+)/(\d+)")  # ldm_trainer.run
 STOPPED = re.compile(r"training stopped at step (\d+); state saved to")  # TrainingInterrupted, logged by the CLI
 JUDGE_DONE = re.compile(r"judge: \d+ epochs on \d+ images")  # judge_training.train_judge's last line
 
-SNAKEMAKE_TIMEOUT = 180  # seconds for any one Snakemake run of a single training job
-DAG_TIMEOUT = 420  # the module fixture's whole micro DAG
+SNAKEMAKE_TIMEOUT = timeouts.SNAKEMAKE_JOB  # any one Snakemake run of a single training job
+DAG_TIMEOUT = timeouts.DAG_RUN  # the module fixture's micro DAG
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def _end_group(proc) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # Snakemake was started in a session of its own
     except ProcessLookupError:
         pass
-    proc.wait(timeout=30)
+    proc.wait(timeout=timeouts.PROCESS_EXIT)
 
 
 def run_snakemake(workdir: Path, *args: str, name: str, timeout: float = SNAKEMAKE_TIMEOUT) -> tuple[int, str]:

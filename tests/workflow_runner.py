@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from timeouts import DAG_RUN
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MICRO_CONFIG = Path(__file__).resolve().parent / "data" / "micro.yaml"
 WORKFLOW_PARTS = ("Snakefile", "rules", "workflow", "config", "envs")
@@ -30,7 +32,7 @@ def copy_workflow(dest: Path) -> Path:
 
 
 def snakemake(
-    workdir: Path, *args: str, configfiles: tuple[str, ...] = (), timeout: int = 900
+    workdir: Path, *args: str, configfiles: tuple[str, ...] = (), timeout: int = DAG_RUN
 ) -> subprocess.CompletedProcess:
     """Run Snakemake in `workdir` with the micro config (plus `configfiles`, later ones win)."""
     env = dict(os.environ)
