@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from mindvis.generation import normalisation_for
 from mindvis.utils.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,9 @@ def compare_samplers(model_path: str | Path, npz: str | Path, images: str | Path
         raise ConfigError(f"samplers: {', '.join(too_many)}: more steps than the model's "
                           f"{model.spec.schedule.timesteps} diffusion timesteps")
     roi = cfg.roi or loaded.mindvis.get("roi")  # the training run's ROI unless the config names one
+    # the test fMRI normalised as `generate` does for this checkpoint (MinD-Vis's files: the reference's)
     pairs = load_pairs(npz, images, dataset, "test", num_voxels=model.conditioner.num_voxels,
-                       image_size=model.spec.vq.resolution, roi=roi)
+                       image_size=model.spec.vq.resolution, roi=roi, normalisation=normalisation_for(loaded))
     n = pairs.fmri.shape[0] if cfg.items <= 0 else min(cfg.items, pairs.fmri.shape[0])
     if n < 2:
         raise InputDataError(npz, f"{n} test item(s): pair-wise identification needs at least 2")
