@@ -15,14 +15,15 @@ import sys  # noqa: E402
 import textwrap  # noqa: E402
 
 from mindvis import __version__  # noqa: E402
-from mindvis.cli.registry import COMMANDS  # noqa: E402
+from mindvis.cli.registry import COMMANDS, SET_EXAMPLES  # noqa: E402
 from mindvis.utils.errors import MindVisError  # noqa: E402
 
 log = logging.getLogger("mindvis")
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options every command shares: its config section and its tracking identity."""
+def add_common_arguments(parser: argparse.ArgumentParser, set_example: str | None = None) -> None:
+    """Options every command shares: its config section and its tracking identity.
+    `set_example`: one KEY=VALUE valid for this command's config (None: it reads no config)."""
     group = parser.add_argument_group("pipeline options (shared by every command)")
     group.add_argument(
         "--config",
@@ -38,7 +39,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config key, dotted (e.g. --set simulate.snr=0.5); repeatable",
+        help=(f"override one config key, dotted for nested keys (e.g. --set {set_example}); repeatable"
+              if set_example else "override one config key (this command reads no config keys)"),
     )
     group.add_argument("--rule", default=None, help="Snakemake rule name (names the MLflow run)")
     group.add_argument(
@@ -81,7 +83,7 @@ def build_command_parser(name: str):
         description=summary + "\n\n" + textwrap.dedent(module.__doc__ or "").strip(),
     )
     module.add_arguments(parser)
-    add_common_arguments(parser)
+    add_common_arguments(parser, SET_EXAMPLES.get(name))
     return module, parser
 
 

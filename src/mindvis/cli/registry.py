@@ -27,3 +27,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("mindvis.evaluation.cli_report", "one self-contained HTML report across datasets and subjects"),
     "inspect": ("mindvis.cli.inspect_cmd", "print what an npz / h5 / checkpoint file holds"),
 }
+
+# One `--set KEY=VALUE` per command that reads a config section, shown in its --help and
+# checked against its config by tests/test_cli_help_examples.py (keys differ per command).
+SET_EXAMPLES: dict[str, str] = {
+    "make-stimuli": "image_size=32",
+    "simulate-god": "snr=0.5",
+    "simulate-hcp": "n_frames=300",
+    "simulate-bold5000": "n_sessions=3",
+    "preprocess-god-images": "size=128",
+    "preprocess-god": "roi=HVC",
+    "preprocess-hcp": "chunk_frames=10",
+    "preprocess-bold5000": "image_size=128",
+    "pretrain-mbm": "epochs=5",
+    "finetune-mbm": "epochs=5",
+    "train-autoencoder": "epochs=5",
+    "train-label2img": "epochs=5",
+    "finetune-ldm": "epochs=5",
+    "generate": "steps=50",
+    "train-judge": "epochs=10",
+    "evaluate": "n_way=50",
+    "compare-samplers": "n_samples=4",
+    "report": "title=results",
+}
