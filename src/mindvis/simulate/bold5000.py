@@ -45,7 +45,7 @@ from __future__ import annotations
 import gzip
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +87,8 @@ class Bold5000SimConfig:
     n_sessions: int = 5  # sessions of a full subject (real: 15)
     runs_per_session: list[int] = field(default_factory=lambda: [3, 2])  # session s gets entry s % len (real: 9 or 10)
     trials_per_run: int = 37  # as in the real release
-    n_test_images: int = 0  # test images (repeated list); 0 = the whole stimulus test set (real: 113)
+    n_test_images: int = 0  # test images (repeated list); 0 = the whole stimulus test set (real: 113); more than
+    #                         the stimulus test set holds moves training images to the test set (`borrow_test_images`)
     test_repeats: int = 4  # presentations of each test image (real: 4)
     partial_subject: int = 4  # the subject with fewer sessions and partial repeats (real: CSI4); 0 = none
     partial_sessions: int = 3  # its sessions (real: 9)
@@ -157,6 +158,31 @@ def test_counts(n_test: int, subject: int, cfg: Bold5000SimConfig) -> np.ndarray
         counts[1::2] = cfg.test_repeats - 1
         counts[: min(2, n_test)] = [0, 1][: min(2, n_test)]  # one never shown, one shown once
     return counts
+
+
+def borrow_test_images(stim: StimulusSet, n_test: int, seed: int) -> StimulusSet:
+    """The stimulus set with at least `n_test` test images.
+
+    BOLD5000 repeats 113 test images; a stimulus set of 10 digit classes holds fewer
+    held-out images. The missing ones move from the training images to the test
+    images (a seeded choice, the same for every subject), so they are never shown
+    as training trials and the repeated list stays disjoint from the training set.
+    """
+    extra = n_test - len(stim.test_images)
+    if extra <= 0:
+        return stim
+    if extra >= len(stim.train_images):
+        raise ConfigError(f"bold5000 simulate.n_test_images={n_test} needs {extra} training images as test "
+                          f"images, but the stimulus set has only {len(stim.train_images)}")
+    moved = np.sort(np.random.default_rng([seed, 5001]).choice(len(stim.train_images), size=extra, replace=False))
+    kept = np.setdiff1d(np.arange(len(stim.train_images)), moved)
+    log.info("bold5000: %d test images wanted, the stimulus test set has %d: %d training images become test images",
+             n_test, len(stim.test_images), extra)
+    return replace(stim, train_images=stim.train_images[kept], train_labels=stim.train_labels[kept],
+                   train_ids=stim.train_ids[kept],
+                   test_images=np.concatenate([stim.test_images, stim.train_images[moved]]),
+                   test_labels=np.concatenate([stim.test_labels, stim.train_labels[moved]]),
+                   test_ids=np.concatenate([stim.test_ids, stim.train_ids[moved]]))
 
 
 def make_design(stim: StimulusSet, subject: int, cfg: Bold5000SimConfig) -> Design:
@@ -338,6 +364,7 @@ def _remove_stale(out: Path, subject: int, n_sessions: int, keep_masks: set[str]
 def simulate_bold5000_subject(stim: StimulusSet, subject: int, out_dir: str | Path, cfg: Bold5000SimConfig) -> dict:
     """Simulate subject CSI{subject} and write its release files; return a summary."""
     validate(cfg)
+    stim = borrow_test_images(stim, cfg.n_test_images, cfg.seed)
     out = Path(out_dir)
     grid = tuple(int(g) for g in cfg.grid)
     seed = cfg.seed + subject
