@@ -1,12 +1,12 @@
-"""Stage A1 samples from HCP npz files: block averaging within runs, subjects joined."""
+"""Stage A1 samples from HCP npz files: block averaging within runs (joining subjects: test_stage_a1_rows.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mindvis.data.conventions import pad_to_length
-from mindvis.data.hcp import DEFAULT_WINDOW, block_average, hcp_stage_a_matrix, load_hcp_voxels
+from mindvis.data.hcp import DEFAULT_WINDOW, block_average, load_hcp_voxels
+from mindvis.data.stage_a1 import hcp_source
 from mindvis.utils.errors import InputDataError
 
 
@@ -33,22 +33,10 @@ def test_block_average_hand_case():
 def test_default_window_gives_reference_sample_count(tmp_path):
     assert DEFAULT_WINDOW == 10
     full = write_npz(tmp_path / "a.npz", 2400, run_lengths=[1200, 1200])
-    m = hcp_stage_a_matrix([tmp_path / "a.npz"])
+    m = hcp_source(tmp_path / "a.npz", DEFAULT_WINDOW).rows
     assert m.shape == (240, 8) and m.dtype == np.float32  # 120 samples per 1200-frame run
     np.testing.assert_allclose(m[7], full[70:80].mean(axis=0, dtype=np.float64), atol=1e-6)
     np.testing.assert_allclose(m[120], full[1200:1210].mean(axis=0, dtype=np.float64), atol=1e-6)
-
-
-def test_subjects_are_joined_with_wrap_padding(tmp_path):
-    a = write_npz(tmp_path / "a.npz", 12, sizes=(3, 2, 2, 1), run_lengths=[6, 6], seed=1)  # V = 8
-    b = write_npz(tmp_path / "b.npz", 9, sizes=(4, 3, 2, 2), seed=2)  # V = 11, no run_lengths: one run
-    m = hcp_stage_a_matrix([tmp_path / "a.npz", tmp_path / "b.npz"], window=3)
-    exp_a = np.stack([a[i : i + 3].mean(0) for i in (0, 3, 6, 9)])
-    exp_b = np.stack([b[i : i + 3].mean(0) for i in (0, 3, 6)])
-    assert m.shape == (7, 11)
-    np.testing.assert_allclose(m[:4], pad_to_length(exp_a, 11), rtol=1e-6)
-    np.testing.assert_allclose(m[:4, 8:], exp_a[:, :3], rtol=1e-6)  # wrapped, not zero padded
-    np.testing.assert_allclose(m[4:], exp_b, rtol=1e-6)
 
 
 def test_nan_from_reference_files_becomes_zero(tmp_path):
@@ -64,13 +52,13 @@ def test_nan_from_reference_files_becomes_zero(tmp_path):
 def test_bad_files(tmp_path):
     np.savez(tmp_path / "nov4.npz", V1=np.zeros((4, 2)), V2=np.zeros((4, 2)), V3=np.zeros((4, 2)))
     with pytest.raises(InputDataError, match=r"nov4\.npz: missing keys \['V4'\]"):
-        hcp_stage_a_matrix([tmp_path / "nov4.npz"])
+        hcp_source(tmp_path / "nov4.npz", 10)
     write_npz(tmp_path / "rl.npz", 10, run_lengths=[4, 4])
     with pytest.raises(InputDataError, match="do not add up"):
-        hcp_stage_a_matrix([tmp_path / "rl.npz"])
+        hcp_source(tmp_path / "rl.npz", 10)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(InputDataError, match=r"junk\.npz: not a readable npz"):
-        hcp_stage_a_matrix([tmp_path / "junk.npz"])
+        hcp_source(tmp_path / "junk.npz", 10)
     write_npz(tmp_path / "short.npz", 5)
     with pytest.raises(InputDataError, match="no samples"):
-        hcp_stage_a_matrix([tmp_path / "short.npz"], window=10)
+        hcp_source(tmp_path / "short.npz", 10)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mindvis.utils.errors import ConfigError
+
 PATCH_SIZE = 16
 
 
@@ -62,3 +64,14 @@ def join_subjects(matrices: Sequence[np.ndarray]) -> np.ndarray:
         raise ValueError("no subjects to join")
     length = max(m.shape[-1] for m in matrices)
     return np.concatenate([pad_to_length(m, length) for m in matrices], axis=0)
+
+
+def split_holdout(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices), a seeded random split; at least one held-out row when fraction > 0."""
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"holdout_fraction must be in [0, 1), got {fraction}")
+    n_hold = 0 if fraction == 0 else max(1, int(round(n_rows * fraction)))
+    if n_rows - n_hold < 1:
+        raise ConfigError(f"holdout_fraction={fraction} leaves no training rows out of {n_rows}")
+    order = np.random.default_rng(seed).permutation(n_rows)
+    return np.sort(order[n_hold:]), np.sort(order[:n_hold])

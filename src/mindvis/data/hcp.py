@@ -16,8 +16,7 @@ blocks; both agree when the run length is a multiple of the window, as
 one run. NaN entries (the reference writes NaN for constant grayordinates)
 are replaced by 0, as our preprocessing does.
 
-The matrix is NOT yet padded or normalised: the training code applies
-`conventions.wrap_pad` and `ScalarNorm`.
+Padding, normalisation and joining subjects: `mindvis.data.stage_a1`.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mindvis.data.conventions import join_subjects
 from mindvis.utils.errors import InputDataError
 
 log = logging.getLogger(__name__)
@@ -87,25 +85,3 @@ def block_average(voxels: np.ndarray, window: int, run_lengths: Sequence[int] | 
     if not out:
         return np.zeros((0, voxels.shape[1]), dtype=np.float32)
     return np.concatenate(out, axis=0)
-
-
-def hcp_stage_a_matrix(npz_paths: Sequence[str | os.PathLike], window: int = DEFAULT_WINDOW) -> np.ndarray:
-    """(n_samples, V) float32 stage A1 samples from HCP subjects.
-
-    Per subject: V1..V4 concatenated, blocks of `window` frames averaged within
-    each run; subjects joined with `conventions.join_subjects` (wrap-padded to
-    the longest V). Not padded to the patch size, not normalised.
-    """
-    paths = list(npz_paths)
-    if not paths:
-        raise ValueError("no HCP npz files given")
-    per_subject = []
-    for path in paths:
-        voxels, lengths = load_hcp_voxels(path)
-        samples = block_average(voxels, window, lengths)
-        if samples.shape[0] == 0:
-            raise InputDataError(path, f"fewer than window={window} frames in every run: no samples")
-        per_subject.append(samples)
-    matrix = join_subjects(per_subject)
-    log.info("HCP stage A matrix: %d subjects -> %s (window %d frames)", len(paths), matrix.shape, window)
-    return matrix.astype(np.float32, copy=False)

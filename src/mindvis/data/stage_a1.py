@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, pad_to_length, wrap_pad, wrap_pad_amount
+from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, pad_to_length, split_holdout, wrap_pad, wrap_pad_amount
+from mindvis.data.god import load_god_npz
+from mindvis.data.hcp import HCP_AREAS, block_average, load_hcp_voxels
 from mindvis.utils.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,6 @@ class StageA1Rows:
 
 def holdout_mask(n_rows: int, fraction: float, seed: int) -> np.ndarray:
     """(n_rows,) bool: the seeded held-out rows, the same split the SC-MBM trainer makes."""
-    from mindvis.training.mbm_trainer import split_holdout  # one split rule for every stage
-
     mask = np.zeros(n_rows, dtype=bool)
     mask[split_holdout(n_rows, fraction, seed)[1]] = True
     return mask
@@ -152,8 +152,6 @@ def join_a1_sources(sources: Sequence[A1Source], normalisation: str = "reference
 
 def hcp_source(path: str | os.PathLike, window: int, roi: str = "VC") -> A1Source:
     """One HCP subject: the ROI's voxels, `window`-frame block means."""
-    from mindvis.data.hcp import HCP_AREAS, block_average, load_hcp_voxels
-
     voxels, run_lengths = load_hcp_voxels(path, HCP_AREAS if roi == "VC" else (roi,))
     rows = block_average(voxels, window, run_lengths)
     if rows.shape[0] == 0:
@@ -163,8 +161,6 @@ def hcp_source(path: str | os.PathLike, window: int, roi: str = "VC") -> A1Sourc
 
 def god_source(path: str | os.PathLike, roi: str = "VC") -> A1Source:
     """One GOD subject: the training fMRI (arr_0) on the ROI's voxels."""
-    from mindvis.data.god import load_god_npz
-
     rows = load_god_npz(path).select_roi(roi).train_fmri
     if rows.shape[0] == 0:
         raise InputDataError(path, "arr_0 holds no training rows")

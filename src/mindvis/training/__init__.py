@@ -9,7 +9,6 @@ from mindvis.training.mbm_trainer import (
     TrainingInterrupted,
     masked_reconstruction_quality,
     prepare_rows,
-    split_holdout,
     train_mbm,
     voxel_mean_baseline,
 )
@@ -21,7 +20,6 @@ __all__ = [
     "WarmupCosine",
     "masked_reconstruction_quality",
     "prepare_rows",
-    "split_holdout",
     "train_mbm",
     "voxel_mean_baseline",
 ]

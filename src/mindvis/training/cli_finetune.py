@@ -46,10 +46,10 @@ from mindvis.training.mbm_trainer import (
     TrainingInterrupted,
     check_finite,
     prepare_rows,
-    split_holdout,
     train_mbm,
     wrap_sources,
 )
+from mindvis.data.conventions import split_holdout
 from mindvis.utils.errors import ConfigError
 from mindvis.utils.seeding import seed_everything
 

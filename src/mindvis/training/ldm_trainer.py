@@ -89,7 +89,8 @@ from mindvis.training.checkpointing import (
     save_resume_state,
 )
 from mindvis.training import distributed as ddp
-from mindvis.training.mbm_trainer import TrainingInterrupted, resolve_device, resolve_precision, split_holdout
+from mindvis.data.conventions import split_holdout
+from mindvis.training.mbm_trainer import TrainingInterrupted, resolve_device, resolve_precision
 from mindvis.utils.errors import ConfigError, InputDataError, MindVisError
 from mindvis.utils.seeding import seed_everything
 

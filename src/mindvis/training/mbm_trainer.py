@@ -118,17 +118,6 @@ def check_finite(matrix: np.ndarray, what: str, path: str | Path | None = None) 
     return matrix.astype(np.float32, copy=False)
 
 
-def split_holdout(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, held-out indices), a seeded random split; at least one held-out row when fraction > 0."""
-    if not 0.0 <= fraction < 1.0:
-        raise ConfigError(f"holdout_fraction must be in [0, 1), got {fraction}")
-    n_hold = 0 if fraction == 0 else max(1, int(round(n_rows * fraction)))
-    if n_rows - n_hold < 1:
-        raise ConfigError(f"holdout_fraction={fraction} leaves no training rows out of {n_rows}")
-    order = np.random.default_rng(seed).permutation(n_rows)
-    return np.sort(order[n_hold:]), np.sort(order[:n_hold])
-
-
 def prepare_rows(train_rows: np.ndarray, holdout_rows: np.ndarray, num_voxels: int | None = None,
                  norm_rows: np.ndarray | None = None, patch_size: int = 16) -> PreparedRows:
     """MinD-Vis conventions: wrap-pad, scalar z-score with training statistics, fit to the model length.
