@@ -421,8 +421,9 @@ def main(argv=None) -> int:
     if args.dry:
         proc = subprocess.run(snakemake_command(configs, "--dry-run", "--cores", str(args.cores)), cwd=workdir,
                               env=job_environment(workdir), capture_output=True, text=True)
-        table = proc.stdout[proc.stdout.find("Job stats:"):proc.stdout.find("Reasons:")].strip()
-        print(table or proc.stdout[-3000:] + proc.stderr[-3000:])
+        text = proc.stdout + proc.stderr  # Snakemake writes its plan to stderr
+        start, end = text.rfind("Job stats:"), text.rfind("Reasons:")
+        print(text[start:end if end > start else None].strip() if start >= 0 else text[-3000:])
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         return proc.returncode
