@@ -16,7 +16,7 @@ import textwrap  # noqa: E402
 
 from mindvis import __version__  # noqa: E402
 from mindvis.cli.registry import COMMANDS, SET_EXAMPLES  # noqa: E402
-from mindvis.utils.errors import MindVisError  # noqa: E402
+from mindvis.utils.errors import JobKilled, MindVisError  # noqa: E402
 
 log = logging.getLogger("mindvis")
 
@@ -108,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     except MindVisError as exc:
         print(f"mindvis {argv[0]}: error: {exc}", file=sys.stderr)
         return 2
+    except JobKilled as stop:  # raised only while an MLflow run is open: it ended KILLED
+        print(f"mindvis {argv[0]}: {stop}; its MLflow run ended KILLED", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        print(f"mindvis {argv[0]}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     return int(code or 0)
 
 

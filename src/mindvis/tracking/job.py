@@ -12,6 +12,14 @@ With the default SQLite store several jobs run at once (`--cores all`), so
 every call into MLflow takes an exclusive file lock beside the database;
 SQLite would otherwise answer "database is locked" under concurrent writers,
 and concurrent first-time schema creation races.
+
+Every run ends FINISHED, FAILED or KILLED, whatever the job: while a run is open,
+SIGTERM raises `JobKilled` where the job is (atomic outputs clean up on the way
+out) and the run ends KILLED; Ctrl-C (KeyboardInterrupt) ends it KILLED too.
+Training loops install their own SIGTERM handler inside (save a resume file,
+then `mark_interrupted`) and restore this one afterwards. A SIGTERM that arrives
+while the run is being created or closed waits until that is done. Only SIGKILL
+(which no process can catch) leaves a run RUNNING.
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -33,6 +43,7 @@ import numpy as np
 
 from mindvis import __version__
 from mindvis.tracking import settings
+from mindvis.utils.errors import JobKilled
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +115,12 @@ class JobTracker:
         self._interrupted = False
         self._client = None
         self._lock_path: Path | None = None
+        # SIGTERM handling while the run is open (see the module docstring)
+        self._previous_sigterm: Any = None
+        self._catching = False
+        self._stop_mode = "hold"  # "hold": remember a SIGTERM; "raise": raise JobKilled at once
+        self._pending_stop: int | None = None
+        self._owner_pid = os.getpid()
 
     # -- plumbing -------------------------------------------------------------
     @contextlib.contextmanager
@@ -162,18 +179,72 @@ class JobTracker:
         if self.run_id and self.params:
             self.log_params(self.params)
 
+    # -- SIGTERM while the run is open ---------------------------------------------
+    def _catch_stops(self) -> None:
+        """Take over SIGTERM (main thread only; not when the process was told to ignore it)."""
+        if self._catching or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is signal.SIG_IGN:
+            return
+        self._previous_sigterm = previous
+        self._owner_pid = os.getpid()
+        self._stop_mode, self._pending_stop = "hold", None
+        signal.signal(signal.SIGTERM, self._on_stop)
+        self._catching = True
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._owner_pid:  # a forked worker inherited this handler: end as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if self._stop_mode == "raise":
+            self._stop_mode = "hold"  # a second SIGTERM while the job unwinds waits for the run's end
+            raise JobKilled(signum)
+        self._pending_stop = self._pending_stop or signum
+
+    def _raise_stops(self) -> None:
+        """From now on SIGTERM raises JobKilled; one that arrived meanwhile is raised now."""
+        if not self._catching:
+            return
+        self._stop_mode = "raise"
+        if self._pending_stop is not None:
+            signum, self._pending_stop = self._pending_stop, None
+            self._stop_mode = "hold"
+            raise JobKilled(signum)
+
+    def _release_stops(self) -> int | None:
+        """Give SIGTERM back to whoever had it; return a SIGTERM that was held meanwhile."""
+        if not self._catching:
+            return None
+        self._stop_mode = "hold"
+        signal.signal(signal.SIGTERM, self._previous_sigterm)
+        self._catching = False
+        pending, self._pending_stop = self._pending_stop, None
+        return pending
+
     # -- public API -----------------------------------------------------------
     def __enter__(self) -> JobTracker:
         if self.enabled:
+            self._catch_stops()  # a SIGTERM while the run is created waits until it can be recorded
             try:
                 self._start()
             except Exception as exc:  # noqa: BLE001
                 log.warning("MLflow unavailable (%s); continuing without tracking", exc)
                 self.enabled = False
-        if self.enabled and self.run_id:
+        if not (self.enabled and self.run_id):
+            pending = self._release_stops()  # no run to close: a held SIGTERM acts as it would have
+            if pending is not None:
+                signal.raise_signal(pending)
+            return self
+        try:
+            self._raise_stops()
             log.info("MLflow run %s (%s) at %s", self.run_name, self.run_id, self.uri)
             if self.config_artifact is not None:
                 self.log_dict(dict(self.config_artifact), "config.yaml")
+        except JobKilled as stop:
+            self.__exit__(JobKilled, stop, stop.__traceback__)
+            raise
         return self
 
     def mark_interrupted(self, step: int) -> None:
@@ -182,13 +253,23 @@ class JobTracker:
         self.set_tags({"mindvis.interrupted_at_step": step})
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        status = "FINISHED" if exc_type is None else "FAILED"
-        if exc_type is None and self._interrupted:
-            status = "KILLED"
-        if exc_type is not None:
-            self.set_tags({"mindvis.error": f"{exc_type.__name__}: {exc}"[:5000]})
-        if self.run_id:
-            self._call("end run", lambda: self._client.set_terminated(self.run_id, status))
+        self._stop_mode = "hold"  # a SIGTERM now waits until the run is closed
+        try:
+            stopped = exc_type is not None and issubclass(exc_type, (JobKilled, KeyboardInterrupt))
+            status = "FINISHED" if exc_type is None else ("KILLED" if stopped else "FAILED")
+            if exc_type is None and self._interrupted:
+                status = "KILLED"
+            if stopped:
+                how = exc.signal_name if isinstance(exc, JobKilled) else "SIGINT"
+                self.set_tags({"mindvis.stopped_by": how})
+            elif exc_type is not None:
+                self.set_tags({"mindvis.error": f"{exc_type.__name__}: {exc}"[:5000]})
+            if self.run_id:
+                self._call("end run", lambda: self._client.set_terminated(self.run_id, status))
+        finally:
+            pending = self._release_stops()
+        if pending is not None and exc_type is None:
+            raise JobKilled(pending)  # held while the run closed; the job's work is done, the run FINISHED
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not self.enabled:  # skip even the mlflow import

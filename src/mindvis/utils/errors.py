@@ -38,3 +38,19 @@ class MissingWeightsError(MindVisError):
             f"config key '{config_key}' points at {path!s}, which does not exist. "
             f"This file is not downloaded automatically: {source}"
         )
+
+
+class JobKilled(BaseException):
+    """SIGTERM arrived while a tracked job ran: raised where the job was, so outputs being written
+    are cleaned up and the MLflow run ends KILLED. A BaseException, so that no `except Exception`
+    on the way swallows it; the CLI turns it into exit code 128 + signal."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = int(signum)
+        try:
+            self.signal_name = signal.Signals(self.signum).name
+        except ValueError:
+            self.signal_name = f"signal {self.signum}"
+        super().__init__(f"stopped by {self.signal_name}")
