@@ -394,10 +394,10 @@ def print_cost_table(f: dict[str, float], fraction: float, cpu_flops_per_s: floa
     print(head)
     for stage, total, what in paper_run(f):
         hours = {n: total / (peak * fraction) / 3600 for n, peak in GPUS.items()}
-        line = f"{stage:42s}{total / 1e15:10.1f}" + "".join(f"{hours[n]:14.2f}" for n in names)
+        line = f"{stage:42s}{total / 1e15:10.1f}" + "".join(f"{hours[n]:14.3g}" for n in names)
         cpu_h = total / cpu_flops_per_s / 3600 if cpu_flops_per_s else None
         if cpu_h is not None:
-            line += f"{cpu_h:16.0f}"
+            line += f"{cpu_h:16.3g}"
         print(line)
         rows.append({"stage": stage, "counts": what, "pflop": total / 1e15,
                      **{f"hours_{n.split(' (')[0]}": h for n, h in hours.items()}, "cpu_hours": cpu_h})
