@@ -74,7 +74,9 @@ def test_matching_is_by_vertex_not_position(atlas, standard_axis):
     rng = np.random.default_rng(0)
     keep = {s: np.sort(rng.choice(std[s].vertices, size=std[s].vertices.size // 2, replace=False)) for s in std}
     axis = surface_brain_models({CORTEX_RIGHT: keep[CORTEX_RIGHT], CORTEX_LEFT: keep[CORTEX_LEFT]})
-    cols = atlas.area_columns_for_axis(axis, "V2", "half.dtseries.nii")
+    with pytest.raises(InputDataError, match="V2 is only partly in the file"):  # a half is partial
+        atlas.area_columns_for_axis(axis, "V2", "half.dtseries.nii")
+    cols = atlas.area_columns_for_axis(axis, "V2", "half.dtseries.nii", allow_partial=True)
     names, verts = axis.name[cols], axis.vertex[cols]
     ids = atlas.area_ids("V2")
     for s in (CORTEX_LEFT, CORTEX_RIGHT):

@@ -199,8 +199,10 @@ def test_runs_with_different_layouts_are_rejected(tmp_path, atlas):
     write_run(run_path(sub, "rfMRI_REST1_LR"), verts, 8)
     fewer = {s: v[1:] for s, v in verts.items()}
     write_run(run_path(sub, "rfMRI_REST1_RL"), fewer, 8)
-    with pytest.raises(InputDataError, match="share one layout"):
+    with pytest.raises(InputDataError, match="V1 is only partly in the file"):  # run 2 lacks a V1 vertex
         preprocess_hcp_subject(sub, tmp_path / "o.npz", HcpPreprocessConfig())
+    with pytest.raises(InputDataError, match="share one layout"):  # accepted as partial, still not run 1's
+        preprocess_hcp_subject(sub, tmp_path / "o.npz", HcpPreprocessConfig(allow_partial_areas=True))
 
 
 def test_cli_ok_and_bad_input(tmp_path, atlas, capsys):

@@ -10,7 +10,10 @@ roi_image, roi_label_table / roi_label_ids, resample_mask).
 
 Each grayordinate is z-scored over time within its run (constant or NaN ones
 become 0, and are counted); runs are concatenated along time in config
-order. Output keys V1..V4 (frames, voxels) float32 and run_lengths.
+order. Output keys V1..V4 (frames, voxels) float32 and run_lengths. A file
+that covers an area only in part is an error naming the area and how many of
+its grayordinates are missing; `allow_partial_areas: true` accepts it and logs
+the missing counts (MLflow metrics missing_grayordinates_<area>).
 
 Example:
   mindvis preprocess-hcp --subject-dir raw/hcp/100206 \\
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         summary = preprocess_hcp_subject(args.subject_dir, args.out, cfg)
         metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         metrics.update({f"voxels_{area}": n for area, n in summary["voxels"].items()})
+        metrics.update({f"missing_grayordinates_{area}": n for area, n in summary["missing_grayordinates"].items()})
         metrics["runs"] = len(summary["runs"])
         tracker.log_metrics(metrics)
         tracker.log_dict(summary, "summary.json")

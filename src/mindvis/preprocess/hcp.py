@@ -85,6 +85,9 @@ class HcpPreprocessConfig:
     resample_mask: bool = False
     # volume input: frames read per chunk (memory: chunk x 902,629 voxels x 4 bytes on the MNI grid).
     chunk_frames: int = 20
+    # cifti input: accept a file that covers an area only in part (default: an error naming the area
+    # and how many grayordinates are missing); the missing counts go to the summary and MLflow.
+    allow_partial_areas: bool = False
 
 
 def check_config(cfg: HcpPreprocessConfig) -> None:
@@ -152,20 +155,24 @@ class RunPlan:
     source: Any  # DtseriesRun or VolumeRun
     # area -> permutation applied after reading, so output columns follow the first run's keys
     area_order: dict[str, np.ndarray] = field(default_factory=dict)
+    # area -> atlas grayordinates the file lacks (cifti with allow_partial_areas; else all 0)
+    area_missing: dict[str, int] = field(default_factory=dict)
 
 
-def plan_cifti_run(name: str, path: Path, atlas: SurfaceAtlas, areas: list[str]) -> RunPlan:
+def plan_cifti_run(name: str, path: Path, atlas: SurfaceAtlas, areas: list[str],
+                   allow_partial: bool = False) -> RunPlan:
     run = cifti.open_dtseries(path)
     surfaces = run.surfaces()
-    index, keys = {}, {}
+    index, keys, missing = {}, {}, {}
     for area in areas:
         try:
-            cols = atlas.area_columns(surfaces, area, path)
+            cols = atlas.area_columns(surfaces, area, path, allow_partial=allow_partial)
+            missing[area] = atlas.area_selection(surfaces, area, path).n_missing
         except KeyError as exc:
             raise ConfigError(f"hcp preprocess: {exc.args[0]}") from None
         index[area] = cols
         keys[area] = _surface_keys(surfaces, cols)
-    return RunPlan(name, path, run.n_frames, run.tr, index, keys, run)
+    return RunPlan(name, path, run.n_frames, run.tr, index, keys, run, area_missing=missing)
 
 
 def _surface_keys(surfaces: dict[str, cifti.SurfaceColumns], cols: np.ndarray) -> list[tuple[str, int]]:
@@ -292,7 +299,8 @@ def plan_subject(subject_dir: str | os.PathLike, cfg: HcpPreprocessConfig) -> li
     if cfg.input == "cifti":
         atlas = load_mmp_atlas()
         for run in cfg.runs:
-            plans.append(plan_cifti_run(run, _resolve(sdir, cfg.cifti_template, run=run), atlas, list(cfg.areas)))
+            plans.append(plan_cifti_run(run, _resolve(sdir, cfg.cifti_template, run=run), atlas, list(cfg.areas),
+                                        allow_partial=cfg.allow_partial_areas))
     else:
         labels = volume.load_label_image(_resolve(sdir, cfg.roi_image))
         rois = VolumeRois(labels, _label_ids_for_volume(cfg, sdir), cfg.resample_mask)
@@ -357,6 +365,9 @@ def preprocess_hcp_subject(
         "voxels_total": int(sum(out[a].shape[1] for a in areas)),
         "constant_grayordinates": int(sum(r["constant_grayordinates"] for r in per_run)),
         "nonfinite_grayordinates": int(sum(r["nonfinite_grayordinates"] for r in per_run)),
+        # atlas grayordinates the input lacks, per area (runs share one layout: the first run's)
+        "missing_grayordinates": {a: int(plans[0].area_missing.get(a, 0)) for a in areas},
+        "missing_grayordinates_total": int(sum(plans[0].area_missing.get(a, 0) for a in areas)),
         "per_run": per_run,
         "output": str(out_path),
         "seconds": round(time.perf_counter() - t_start, 3),

@@ -55,6 +55,20 @@ def area_label_ids(label_names: Mapping[int, str], area: str) -> dict[str, list[
 
 
 @dataclass(frozen=True)
+class AreaSelection:
+    """One area in one file: its columns, its atlas size, and what the file lacks of it."""
+
+    area: str
+    columns: np.ndarray  # sorted file columns
+    expected: int  # grayordinates the atlas gives the area (hemispheres present in the atlas)
+    missing: dict[str, int]  # structure -> atlas vertices of the area the file does not list
+
+    @property
+    def n_missing(self) -> int:
+        return int(sum(self.missing.values()))
+
+
+@dataclass(frozen=True)
 class SurfaceAtlas:
     """Per-structure label arrays indexed by mesh vertex (0 = unlabelled / medial wall)."""
 
@@ -73,15 +87,16 @@ class SurfaceAtlas:
     def area_size(self, area: str) -> int:
         return int(sum(np.isin(self.labels[s], ids).sum() for s, ids in self.area_ids(area).items()))
 
-    def area_columns(
+    def area_selection(
         self, surfaces: Mapping[str, SurfaceColumns], area: str, path: Path | str | None = None
-    ) -> np.ndarray:
-        """Sorted file columns whose (structure, vertex) carry a label of `area`.
+    ) -> AreaSelection:
+        """The file columns of `area` and how many of its atlas grayordinates the file lacks.
 
-        Raises InputDataError when the file lacks the area in a hemisphere where
-        the atlas has it, or describes a surface on a different mesh.
+        Raises InputDataError when the file lacks the area in a hemisphere where the atlas
+        has it, or describes a surface on a different mesh. A partly covered area is not an
+        error here: `area_columns` decides.
         """
-        cols = []
+        cols, expected, missing = [], 0, {}
         for structure, ids in self.area_ids(area).items():
             atlas_labels = self.labels[structure]
             atlas_count = int(np.isin(atlas_labels, ids).sum())
@@ -99,21 +114,44 @@ class SurfaceAtlas:
             if surf.vertices.size and (surf.vertices.min() < 0 or surf.vertices.max() >= atlas_labels.size):
                 raise InputDataError(path, f"{structure} lists vertex indices outside its mesh")
             hit = np.isin(atlas_labels[surf.vertices], ids)
-            if not hit.any():
+            # a vertex listed twice would count twice: count distinct vertices
+            found = int(np.unique(surf.vertices[hit]).size)
+            if found == 0:
                 raise InputDataError(
                     path, f"its BrainModelAxis holds none of the {atlas_count} vertices of visual area "
                     f"{area} in {structure}: the file does not cover {area}"
                 )
-            if hit.sum() < atlas_count:
-                log.warning(
-                    "%s: %s covers %d of the %d atlas vertices of %s",
-                    path, structure, int(hit.sum()), atlas_count, area,
-                )
+            expected += atlas_count
+            if found < atlas_count:
+                missing[structure] = atlas_count - found
             cols.append(surf.columns[hit])
-        return np.sort(np.concatenate(cols))
+        return AreaSelection(area, np.sort(np.concatenate(cols)), expected, missing)
 
-    def area_columns_for_axis(self, brain_models, area: str, path: Path | str | None = None) -> np.ndarray:
-        return self.area_columns(surface_columns(brain_models), area, path)
+    def area_columns(
+        self, surfaces: Mapping[str, SurfaceColumns], area: str, path: Path | str | None = None,
+        allow_partial: bool = False,
+    ) -> np.ndarray:
+        """Sorted file columns whose (structure, vertex) carry a label of `area`.
+
+        An area the file covers only in part is an error naming the area and how many of its
+        grayordinates are missing (the subject's voxel count would change silently downstream),
+        unless `allow_partial` (then a warning). Other errors: see `area_selection`.
+        """
+        selection = self.area_selection(surfaces, area, path)
+        if selection.n_missing:
+            where = ", ".join(f"{n} in {s}" for s, n in selection.missing.items())
+            text = (f"visual area {area} is only partly in the file: its BrainModelAxis holds "
+                    f"{selection.expected - selection.n_missing} of the {selection.expected} grayordinates {self.name} gives {area} "
+                    f"({selection.n_missing} missing: {where})")
+            if not allow_partial:
+                raise InputDataError(path, f"{text}; the subject's {area} would be {selection.columns.size} wide "
+                                           f"instead of {selection.expected}. Set allow_partial_areas: true to accept")
+            log.warning("%s: %s (accepted: allow_partial_areas)", path, text)
+        return selection.columns
+
+    def area_columns_for_axis(self, brain_models, area: str, path: Path | str | None = None,
+                              allow_partial: bool = False) -> np.ndarray:
+        return self.area_columns(surface_columns(brain_models), area, path, allow_partial)
 
 
 def atlas_from_standard_vector(
