@@ -9,7 +9,9 @@
 
 from snakemake.utils import min_version, validate
 
-min_version("8.10")
+# Snakemake 9.10-9.16 run more jobs at once than --cores allows (public Snakemake
+# issue 3913, fixed in 9.17); pyproject.toml requires the same version.
+min_version("9.17")
 
 
 configfile: "config/config.yaml"
