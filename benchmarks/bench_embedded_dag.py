@@ -100,7 +100,9 @@ def read_metrics(results: Path) -> dict[str, dict[str, float]]:
     for path in sorted(results.glob("metrics/*/*/metrics.json")):
         doc = json.loads(path.read_text())
         out[f"{path.parent.parent.name}/{path.parent.name}"] = {
-            name: rec["value"] for name, rec in doc.get("metrics", {}).items() if isinstance(rec, dict) and "value" in rec
+            name: rec["value"]
+            for name, rec in doc.get("metrics", {}).items()
+            if isinstance(rec, dict) and "value" in rec
         }
     return out
 
