@@ -143,5 +143,6 @@ def test_dag_never_runs_more_threads_than_cores(tmp_path):
     intervals = list(jobs.values())
     peak = peak_threads(intervals)
     assert peak <= CORES, f"{peak} threads ran at once with --cores {CORES}: {intervals}"
-    # and the probe sees overlap where it is allowed (two one-thread jobs side by side)
-    assert peak == CORES, f"no two jobs overlapped: {intervals}"
+    # and the probe sees overlap where it is allowed: two one-thread jobs side by side
+    fans = [jobs[f"fan_{i}"] for i in range(4)]
+    assert peak_threads(fans) == CORES, f"no two one-thread jobs overlapped: {fans}"
