@@ -22,7 +22,6 @@ samples.npz (written by the generate step; read by `load_samples`):
 from __future__ import annotations
 
 import logging
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,19 +63,18 @@ class EvaluateConfig:
 
 def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(samples (n, K, H, W, 3) uint8, ground_truth (n, H, W, 3) uint8, test_labels or None)."""
+    from mindvis.io.npz import open_npz
+
     path = Path(path)
     if not path.is_file():
         raise InputDataError(path, "samples file not found (run the generate step first)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("samples", "ground_truth") if k not in z.files]
-            if missing:
-                have = ", ".join(z.files)
-                raise InputDataError(path, f"not a samples file: missing {', '.join(missing)} (has {have})")
-            samples, gt = z["samples"], z["ground_truth"]
-            labels = z["test_labels"] if "test_labels" in z.files else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputDataError(path, f"cannot read npz (truncated or corrupt?): {exc}") from None
+    with open_npz(path, "samples file") as z:
+        missing = [k for k in ("samples", "ground_truth") if k not in z.files]
+        if missing:
+            have = ", ".join(z.files)
+            raise InputDataError(path, f"not a samples file: missing {', '.join(missing)} (has {have})")
+        samples, gt = z["samples"], z["ground_truth"]
+        labels = z["test_labels"] if "test_labels" in z.files else None
     if samples.dtype != np.uint8 or samples.ndim != 5 or samples.shape[-1] != 3:
         raise InputDataError(path, f"samples must be uint8 (n_test, K, H, W, 3), got {samples.dtype} {samples.shape}")
     if gt.dtype != np.uint8 or gt.shape != (samples.shape[0], *samples.shape[2:]):

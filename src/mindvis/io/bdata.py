@@ -75,40 +75,123 @@ class BData:
         return self.dataset[:, cols[0]]
 
 
+# What h5py raises for a damaged file: OSError for most, RuntimeError for a broken link table or
+# local heap, TypeError / ValueError for a member of an unexpected type or shape.
+_READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError, MemoryError)
+
+# Seconds the metadata (names and descriptions, a few kB) may take to read. HDF5 loops forever,
+# in C, on some damaged heaps of variable-length strings; the read runs in a forked child that is
+# stopped after this long, so a hostile file gives an error instead of a hung job.
+METADATA_TIMEOUT_S = 120.0
+
+
+def _locate(fh: h5py.File, path: Path) -> tuple[str, str]:
+    data_name = next((n for n in _DATASET_NAMES if n in fh), None)
+    meta_name = next((n for n in _METADATA_NAMES if n in fh), None)
+    if data_name is None or meta_name is None:
+        missing = "a '/dataset' (or '/dataSet')" if data_name is None else "a '/metadata' (or '/metaData') group"
+        raise InputDataError(path, f"not a BData file: it has no {missing}; top-level entries: {sorted(fh.keys())}")
+    meta = fh[meta_name]
+    if not isinstance(meta, h5py.Group) or not isinstance(fh[data_name], h5py.Dataset):
+        raise InputDataError(path, f"not a BData file: '/{meta_name}' must be a group and '/{data_name}' a dataset")
+    for part in ("key", "value"):
+        if part not in meta or not isinstance(meta[part], h5py.Dataset):
+            raise InputDataError(path, f"BData metadata group '/{meta_name}' has no '{part}' dataset")
+    return data_name, meta_name
+
+
+def _read_metadata(path: Path) -> tuple[str, str, list[str], list[str], np.ndarray]:
+    """(data name, metadata name, keys, descriptions, values); InputDataError for any defect."""
+    try:
+        with h5py.File(path, "r") as fh:
+            data_name, meta_name = _locate(fh, path)
+            meta = fh[meta_name]
+            keys = [_as_str(k) for k in np.atleast_1d(meta["key"][()])]
+            descriptions = ([_as_str(d) for d in np.atleast_1d(meta["description"][()])]
+                            if "description" in meta else [""] * len(keys))
+            values = _real_array(meta["value"], f"/{meta_name}/value", path)
+    except InputDataError:
+        raise
+    except _READ_ERRORS as exc:
+        raise InputDataError(path, f"cannot read BData metadata (truncated or corrupt?): {_first_line(exc)}") from None
+    return data_name, meta_name, keys, descriptions, values
+
+
+def _real_array(dataset: h5py.Dataset, name: str, path: Path) -> np.ndarray:
+    """A numeric dataset as float64; complex, string or compound data is an error, not a cast."""
+    if dataset.dtype.kind not in "fiub":
+        raise InputDataError(path, f"'{name}' must hold real numbers, got HDF5 type {dataset.dtype}")
+    return np.asarray(dataset[()], dtype=np.float64)
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+def _metadata_child(conn, path: Path) -> None:
+    try:
+        conn.send(("ok", _read_metadata(path)))
+    except InputDataError as exc:
+        conn.send(("error", exc.problem))
+    except BaseException as exc:  # noqa: BLE001 - reported by the parent as a damaged file
+        conn.send(("error", f"cannot read BData metadata: {_first_line(exc)}"))
+    finally:
+        conn.close()
+
+
+def _read_metadata_guarded(path: Path) -> tuple[str, str, list[str], list[str], np.ndarray]:
+    """`_read_metadata` in a forked child, stopped after METADATA_TIMEOUT_S (where fork exists)."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        return _read_metadata(path)
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_metadata_child, args=(send, path), daemon=True)
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(METADATA_TIMEOUT_S):
+            raise InputDataError(
+                path, f"reading its metadata did not finish in {METADATA_TIMEOUT_S:g} s: the file's HDF5 "
+                "structure is damaged (HDF5 loops on it)"
+            )
+        try:
+            status, payload = receive.recv()  # sent by our own child: plain lists and an array
+        except (EOFError, OSError):
+            raise InputDataError(path, "reading its metadata crashed the HDF5 library: the file is damaged") from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receive.close()
+    if status != "ok":
+        raise InputDataError(path, payload)
+    return payload
+
+
 def read_bdata(path: str | os.PathLike) -> BData:
     """Read a BData HDF5 file; every defect becomes an `InputDataError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise InputDataError(path, "file not found")
     try:
-        fh = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputDataError(
-            path, f"not a readable HDF5 file (truncated or corrupt?): {exc}"
-        ) from None
-    with fh:
-        data_name = next((n for n in _DATASET_NAMES if n in fh), None)
-        meta_name = next((n for n in _METADATA_NAMES if n in fh), None)
-        if data_name is None or meta_name is None:
-            missing = "a '/dataset' (or '/dataSet')" if data_name is None else "a '/metadata' (or '/metaData') group"
-            raise InputDataError(
-                path, f"not a BData file: it has no {missing}; top-level entries: {sorted(fh.keys())}"
-            )
-        meta = fh[meta_name]
-        for part in ("key", "value"):
-            if part not in meta:
-                raise InputDataError(path, f"BData metadata group '/{meta_name}' has no '{part}'")
-        try:
-            dataset = np.asarray(fh[data_name][()], dtype=np.float64)
-            keys = [_as_str(k) for k in meta["key"][()]]
-            descriptions = (
-                [_as_str(d) for d in meta["description"][()]] if "description" in meta else [""] * len(keys)
-            )
-            values = np.asarray(meta["value"][()], dtype=np.float64)
-        except (OSError, KeyError, ValueError) as exc:
-            raise InputDataError(path, f"cannot read BData contents (truncated or corrupt?): {exc}") from None
+        with h5py.File(path, "r"):
+            pass
+    except _READ_ERRORS as exc:
+        raise InputDataError(path, f"not a readable HDF5 file (truncated or corrupt?): {_first_line(exc)}") from None
+    data_name, meta_name, keys, descriptions, values = _read_metadata_guarded(path)
+    try:
+        with h5py.File(path, "r") as fh:
+            dataset = _real_array(fh[data_name], f"/{data_name}", path)
+    except InputDataError:
+        raise
+    except _READ_ERRORS as exc:
+        raise InputDataError(path, f"cannot read BData contents (truncated or corrupt?): {_first_line(exc)}") from None
     if dataset.ndim != 2:
         raise InputDataError(path, f"'/{data_name}' must be 2-D (samples x columns), got shape {dataset.shape}")
+    if len(descriptions) != len(keys):
+        raise InputDataError(path, f"{len(descriptions)} metadata descriptions for {len(keys)} keys")
     # MATLAB-written files may store metadata transposed; accept both orientations.
     if values.ndim == 2 and values.shape == (dataset.shape[1], len(keys)) and values.shape[0] != len(keys):
         values = values.T

@@ -285,26 +285,34 @@ def write_stimuli(stim: StimulusSet, out_dir: str | Path) -> dict:
 
 def load_stimuli(path: str | Path) -> StimulusSet:
     """Read stimuli.npz back; a missing file or key is an InputDataError naming it."""
+    from mindvis.io.npz import read_npz
+
     path = Path(path)
     if not path.is_file():
         raise InputDataError(path, "stimulus file not found (run `mindvis make-stimuli` first)")
     keys = ("train_images", "test_images", "train_labels", "test_labels", "train_ids", "test_ids", "class_names")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in keys if k not in z.files]
-            if missing:
-                raise InputDataError(path, f"not a stimuli.npz: missing {', '.join(missing)}")
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise InputDataError(path, f"cannot read npz (truncated or corrupt?): {exc}") from None
-    names = [str(n) for n in arrays["class_names"]]
-    wnids = arrays.get("class_wnids")
+    arrays = read_npz(path, "stimuli.npz", required=keys)
+
+    def vector(key: str, kinds: str, what: str) -> np.ndarray:
+        a = arrays[key]
+        if a.ndim != 1 or a.dtype.kind not in kinds:
+            raise InputDataError(path, f"{key} must be a 1-D array of {what}, got {a.dtype} {a.shape}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise InputDataError(path, f"{key} holds NaN/Inf")
+        return a
+
+    names = [str(n) for n in vector("class_names", "US", "class names")]
+    wnids = vector("class_wnids", "iu", "integer WordNet ids") if "class_wnids" in arrays else None
     if wnids is None:
         wnids = np.array([class_wnid(n, k) for k, n in enumerate(names)], dtype=np.int64)
+    elif len(wnids) != len(names):
+        raise InputDataError(path, f"{len(wnids)} class_wnids for {len(names)} class_names")
     stim = StimulusSet(
         arrays["train_images"], arrays["test_images"],
-        arrays["train_labels"].astype(np.int64), arrays["test_labels"].astype(np.int64),
-        arrays["train_ids"].astype(np.float64), arrays["test_ids"].astype(np.float64),
+        vector("train_labels", "iu", "integer labels").astype(np.int64),
+        vector("test_labels", "iu", "integer labels").astype(np.int64),
+        vector("train_ids", "fiu", "stimulus ids").astype(np.float64),
+        vector("test_ids", "fiu", "stimulus ids").astype(np.float64),
         names, wnids.astype(np.int64),
     )
     for split, x, y, i in (("train", stim.train_images, stim.train_labels, stim.train_ids),

@@ -1,0 +1,111 @@
+"""Property-based fuzzing of every reader (issue 14): truncations, bit flips, wrong dtypes and
+shapes, NaN/Inf, missing / renamed / reordered keys, damaged lines, pickled payloads.
+
+Property (tests/reader_fuzz.py): a valid result or the project's own clean error, never another
+exception, never a half-written output, never a payload run. A bounded, derandomised number of
+examples per reader runs here; benchmarks/fuzz_readers.py runs many more and counts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reader_fuzz
+from mindvis.utils.errors import InputDataError
+
+# examples per reader in the suite (the slower readers, which run a whole preprocessing step, fewer)
+EXAMPLES = {"bdata-h5": 30, "god-csv-via-preprocess": 20, "image-id-csv": 30, "cifti-dtseries": 12,
+            "nifti-run": 20, "nifti-run-gz": 20, "nifti-labels": 15, "god-npz": 30, "stimuli-npz": 20,
+            "samples-npz": 30, "bold5000-presentation-list": 25, "bold5000-imgnames": 20}
+# Readers in modules other engineers own (data/bold5000.py, data/hcp.py) that fuzzing still breaks:
+# left out of the property runs; each break is pinned by a strict xfail below, which fails (XPASS)
+# once the module reads through mindvis.io.npz, the signal to move the reader into EXAMPLES.
+KNOWN_BROKEN = {"bold5000-npz", "hcp-npz"}
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    reader_fuzz.configure_for_fuzzing()
+    logging.disable(logging.WARNING)  # readers warn about what they repair; thousands of lines otherwise
+    yield tmp_path_factory.mktemp("fuzz")
+    logging.disable(logging.NOTSET)
+
+
+def _property_holds(name: str, scratch, mutation_index: int, seed: int) -> None:
+    target = reader_fuzz.TARGETS[name]
+    mutation = target.mutations[mutation_index % len(target.mutations)]
+    outcome = reader_fuzz.run_case(target, mutation, seed, scratch)
+    assert outcome.result in ("valid", "clean-error"), (
+        f"{name}: {mutation.__name__} (seed {seed}) -> {outcome.result}: {outcome.detail}")
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_reader_gives_a_result_or_a_clean_error(name, scratch):
+    @settings(max_examples=EXAMPLES[name], derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(mutation_index=st.integers(0, 10**6), seed=st.integers(0, 2**32 - 1))
+    def check(mutation_index, seed):
+        _property_holds(name, scratch, mutation_index, seed)
+
+    check()
+
+
+@pytest.mark.xfail(strict=True, reason="data/bold5000.py reads npz members unguarded: a bad CRC raises BadZipFile, "
+                                       "a pickled member ValueError (fix: read through mindvis.io.npz.open_npz)")
+def test_known_break_bold5000_npz_damaged_member(scratch):
+    outcome = reader_fuzz.run_case(reader_fuzz.TARGETS["bold5000-npz"], reader_fuzz.npz_member_corrupt, 0, scratch)
+    assert outcome.result in ("valid", "clean-error"), outcome.detail
+
+
+@pytest.mark.xfail(strict=True, reason="data/hcp.py concatenates areas of any dtype: a datetime64 area raises "
+                                       "DTypePromotionError (fix: require real numeric areas)")
+def test_known_break_hcp_npz_datetime_area(scratch):
+    mutation = reader_fuzz.npz_wrong_dtype
+    for seed in range(40):  # the seeds that give datetime64 to an area
+        outcome = reader_fuzz.run_case(reader_fuzz.TARGETS["hcp-npz"], mutation, seed, scratch)
+        assert outcome.result in ("valid", "clean-error"), outcome.detail
+
+
+def test_every_mutation_of_every_reader_once(scratch):
+    """Each mutation kind at least once per reader (hypothesis may not draw them all)."""
+    failures = []
+    for name, target in reader_fuzz.TARGETS.items():
+        if name in KNOWN_BROKEN:
+            continue
+        for mutation in target.mutations:
+            outcome = reader_fuzz.run_case(target, mutation, 7, scratch)
+            if outcome.result not in ("valid", "clean-error"):
+                failures.append(f"{name}/{mutation.__name__}: {outcome.result}: {outcome.detail}")
+    assert not failures, "\n".join(failures)
+
+
+def test_pickled_npz_payload_never_runs_and_is_named(scratch):
+    named = 0
+    for name in ("samples-npz", "stimuli-npz", "god-npz"):
+        for seed in range(6):  # seeds put the payload under a key the reader reads, or an unread new one
+            outcome = reader_fuzz.run_case(reader_fuzz.TARGETS[name], reader_fuzz.npz_pickled_payload, seed, scratch)
+            assert outcome.result in ("valid", "clean-error"), outcome.detail  # payload-ran would say so
+            named += "pickled object array, which is never loaded" in outcome.detail  # mindvis.io.npz's words
+    assert named >= 2
+
+
+def test_a_stalled_hdf5_read_is_stopped_with_a_clean_error(tmp_path, monkeypatch):
+    """HDF5 loops forever, in C, on some damaged heaps of variable-length strings (found by this
+    fuzzing): the metadata read runs in a forked child that is stopped after METADATA_TIMEOUT_S."""
+    import mindvis.io.bdata as bdata
+    from god_factory import build_god_raw
+
+    paths = build_god_raw().write(tmp_path)
+
+    def stalls(path):
+        time.sleep(120)  # what HDF5 does on such a file, for ever
+
+    monkeypatch.setattr(bdata, "_read_metadata", stalls)  # the forked child runs this copy
+    monkeypatch.setattr(bdata, "METADATA_TIMEOUT_S", 1.0)
+    with pytest.raises(InputDataError, match=r"Subject1\.h5: reading its metadata did not finish in 1 s"):
+        bdata.read_bdata(paths.bdata)
