@@ -386,6 +386,91 @@ def npz_member_corrupt(path: Path, rng) -> None:
         path.write_bytes(bytes(raw))
 
 
+# ----------------------------------------------------------------------------- checkpoints (pickles)
+
+
+def _pickle_record(path: Path) -> tuple[dict[str, bytes] | None, bytes]:
+    """(every record of a torch zip, or None for a legacy file; the pickle bytes to mutate)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            records = {n: zf.read(n) for n in zf.namelist()}
+        return records, next(v for k, v in records.items() if k.endswith("/data.pkl"))
+    return None, path.read_bytes()
+
+
+def _put_pickle(path: Path, records: dict[str, bytes] | None, stream: bytes) -> None:
+    """Write the pickle back (zip: as data.pkl with a valid CRC, so the damage reaches the unpickler)."""
+    if records is None:
+        path.write_bytes(stream)
+        return
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in records.items():
+            zf.writestr(name, stream if name.endswith("/data.pkl") else blob)
+
+
+def pickle_flip(path: Path, rng) -> None:
+    records, stream = _pickle_record(path)
+    data = bytearray(stream)
+    for _ in range(int(rng.integers(1, 5))):
+        data[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
+    _put_pickle(path, records, bytes(data))
+
+
+def pickle_truncate(path: Path, rng) -> None:
+    records, stream = _pickle_record(path)
+    _put_pickle(path, records, stream[: int(rng.integers(0, len(stream)))])
+
+
+def pickle_splice(path: Path, rng) -> None:
+    """Opcodes moved around: a block of the pickle repeated, deleted, or moved."""
+    records, stream = _pickle_record(path)
+    data = bytearray(stream)
+    a = int(rng.integers(0, len(data)))
+    block = data[a : a + int(rng.integers(1, 64))]
+    if rng.integers(0, 2):
+        del data[a : a + len(block)]
+    data[int(rng.integers(0, len(data) + 1)):0] = block
+    _put_pickle(path, records, bytes(data))
+
+
+def _unicode(text: str) -> bytes:
+    raw = text.encode()
+    return b"\x8c" + bytes([len(raw)]) + raw
+
+
+_CALLS = [("posix", "mkdir"), ("os", "mkdir"), ("builtins", "exec"), ("builtins", "eval"), ("subprocess", "call"),
+          ("shutil", "rmtree"), ("torch", "load"), ("numpy", "load"), ("pickle", "loads"), ("config", "Helper"),
+          ("__builtin__", "eval"), ("torch.serialization", "add_safe_globals"), ("importlib", "import_module")]
+
+
+def pickle_payload(path: Path, rng) -> None:
+    """The pickle replaced (or followed) by one whose call would create the marker folder: GLOBAL
+    (protocol 2), STACK_GLOBAL (protocol 4) with or without decoy strings popped in between, or
+    the payload hidden inside an otherwise valid checkpoint dict."""
+    records, stream = _pickle_record(path)
+    marker = str(path.parent / MARKER)
+    module, name = _CALLS[int(rng.integers(0, len(_CALLS)))]
+    arg = marker if name in ("mkdir", "rmtree", "load", "call", "import_module") else f"__import__('os').mkdir({marker!r})"
+    style = int(rng.integers(0, 4))
+    if style == 0:  # protocol 2 GLOBAL
+        body = b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+    elif style == 1:  # protocol 4 STACK_GLOBAL
+        body = _unicode(module) + _unicode(name) + b"\x93"
+    else:  # decoys pushed and popped (the scan that this replaced was fooled by them)
+        body = (_unicode(module) + _unicode(name) + _unicode("collections") + _unicode("OrderedDict")
+                + b"00" + b"\x93")
+    call = body + _unicode(arg) + b"\x85R"
+    if style == 3 and stream.startswith(b"\x80\x02") and stream.endswith(b"."):
+        payload = stream[:-1] + b"0" + call + b"."  # valid pickle, then the payload before STOP
+    else:
+        payload = b"\x80\x04" + call + b"."
+    _put_pickle(path, records, payload)
+
+
+CHECKPOINT_MUTATIONS: list[Callable] = [pickle_flip, pickle_truncate, pickle_splice, pickle_payload,
+                                        pickle_payload, *BYTE_MUTATIONS]
+
+
 NPZ_MUTATIONS: list[Callable] = [npz_drop_key, npz_rename_key, npz_reorder_keys, npz_wrong_dtype, npz_wrong_shape,
                                  npz_nonfinite, npz_out_of_range_values, npz_pickled_payload, npz_single_npy,
                                  npz_member_corrupt, *BYTE_MUTATIONS]
@@ -805,6 +890,36 @@ def _run_samples(folder: Path, out: Path):
     return load_samples(folder / "samples.npz")
 
 
+def _build_checkpoint(folder: Path, zip_format: bool) -> None:
+    """A MinD-Vis-style checkpoint: tensors, an optimizer-like dict and a pickled config.Config_* object."""
+    import sys
+    import types
+
+    import torch
+
+    fake = types.ModuleType("config")
+
+    class Config_MBM_fMRI:  # noqa: N801 - MinD-Vis's name
+        def __init__(self):
+            self.lr, self.patch_size, self.roi = 2.5e-4, 16, "VC"
+
+    Config_MBM_fMRI.__module__, Config_MBM_fMRI.__qualname__ = "config", "Config_MBM_fMRI"
+    fake.Config_MBM_fMRI = Config_MBM_fMRI
+    sys.modules["config"] = fake
+    try:
+        torch.save({"model": {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2, dtype=torch.int64)},
+                    "epoch": 3, "config": Config_MBM_fMRI()}, folder / "fmri_encoder.pth",
+                   _use_new_zipfile_serialization=zip_format)
+    finally:
+        del sys.modules["config"]
+
+
+def _run_checkpoint(folder: Path, out: Path):
+    from mindvis.checkpoints.safe_load import safe_load
+
+    return safe_load(folder / "fmri_encoder.pth")
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
@@ -827,6 +942,10 @@ TARGETS: dict[str, Target] = {
         Target("bold5000-npz", _build_bold5000_npz, "CSI1.npz", _run_bold5000_npz, NPZ_MUTATIONS),
         Target("stimuli-npz", _build_stimuli, "stimuli.npz", _run_stimuli, NPZ_MUTATIONS),
         Target("samples-npz", _build_samples, "samples.npz", _run_samples, NPZ_MUTATIONS),
+        Target("checkpoint-zip", lambda f: _build_checkpoint(f, True), "fmri_encoder.pth", _run_checkpoint,
+               CHECKPOINT_MUTATIONS),
+        Target("checkpoint-legacy", lambda f: _build_checkpoint(f, False), "fmri_encoder.pth", _run_checkpoint,
+               CHECKPOINT_MUTATIONS),
         Target("bold5000-presentation-list", _build_presentations, "CSI1/CSI1_sess01/CSI_sess01_run02.txt",
                _run_presentations, TEXT_MUTATIONS),
         Target("bold5000-imgnames", _build_presentations, "CSI1_imgnames.txt", _run_presentations, TEXT_MUTATIONS),
@@ -915,6 +1034,8 @@ def run_case(target: Target, mutation: Callable, seed: int, scratch: Path) -> Ou
         outcome.result, outcome.detail = "clean-error", str(exc)
         if "\n" in str(exc).strip():
             outcome.result, outcome.detail = "traceback", f"multi-line message: {exc!r}"
+        elif "weights_only" in str(exc) or "if you trust" in str(exc):
+            outcome.result, outcome.detail = "traceback", f"message advises turning a check off: {exc}"
     except Exception as exc:  # noqa: BLE001 - exactly what the property forbids
         outcome.result = "traceback"
         outcome.detail = "".join(traceback.format_exception_only(type(exc), exc)).strip() + "\n" + "".join(

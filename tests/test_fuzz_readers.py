@@ -21,7 +21,8 @@ from mindvis.utils.errors import InputDataError
 # examples per reader in the suite (the slower readers, which run a whole preprocessing step, fewer)
 EXAMPLES = {"bdata-h5": 30, "god-csv-via-preprocess": 20, "image-id-csv": 30, "cifti-dtseries": 12,
             "nifti-run": 20, "nifti-run-gz": 20, "nifti-labels": 15, "god-npz": 30, "stimuli-npz": 20,
-            "samples-npz": 30, "bold5000-presentation-list": 25, "bold5000-imgnames": 20}
+            "samples-npz": 30, "checkpoint-zip": 30, "checkpoint-legacy": 30, "bold5000-presentation-list": 25,
+            "bold5000-imgnames": 20}
 # Readers in modules other engineers own (data/bold5000.py, data/hcp.py) that fuzzing still breaks:
 # left out of the property runs; each break is pinned by a strict xfail below, which fails (XPASS)
 # once the module reads through mindvis.io.npz, the signal to move the reader into EXAMPLES.
@@ -92,6 +93,14 @@ def test_pickled_npz_payload_never_runs_and_is_named(scratch):
             assert outcome.result in ("valid", "clean-error"), outcome.detail  # payload-ran would say so
             named += "pickled object array, which is never loaded" in outcome.detail  # mindvis.io.npz's words
     assert named >= 2
+
+
+def test_checkpoint_payloads_never_run_and_are_refused_by_name(scratch):
+    for name in ("checkpoint-zip", "checkpoint-legacy"):
+        for seed in range(12):  # GLOBAL, STACK_GLOBAL, decoys, payload after a valid pickle; many callables
+            outcome = reader_fuzz.run_case(reader_fuzz.TARGETS[name], reader_fuzz.pickle_payload, seed, scratch)
+            assert outcome.result == "clean-error", outcome.detail
+            assert "refused: unpickling it asks for " in outcome.detail, outcome.detail
 
 
 def test_a_stalled_hdf5_read_is_stopped_with_a_clean_error(tmp_path, monkeypatch):

@@ -1,28 +1,31 @@
 """Load .pth checkpoints without ever executing pickled code.
 
 Design (why this is safe):
-1. Every load is `torch.load(..., weights_only=True)`. torch's weights-only
-   unpickler resolves a GLOBAL only from an allow-list (tensor rebuild
-   functions, storages, dtypes, OrderedDict, ...) and refuses everything else,
-   so `os.system`, `builtins.eval`, `subprocess.Popen`, ... are never resolved,
-   let alone called.
-2. MinD-Vis stores its run configuration as a pickled instance of a class in
-   a module named `config` (e.g. `config.Config_MBM_fMRI`). We never import
-   that module. Before loading, we disassemble the pickle statically with
-   `pickletools.genops` (reads opcodes, runs nothing) and list its globals.
-   A global is accepted only when it is already on torch's allow-list or its
-   name is exactly `config.Config_<identifier>`. For each accepted config name
-   we allow-list, for this one load only (`torch.serialization.safe_globals`),
-   a fresh *stand-in* class: it has no behaviour; unpickling can only create
-   an empty instance (`cls.__new__`) and store the pickled attribute dict on
-   it. Any other global makes us refuse up front with `UnsafeCheckpointError`
-   naming every refused `module.name`; torch's unpickler would refuse them too
-   (belt and braces).
+1. The gate: before anything is loaded, the file's pickle(s) run through an
+   allow-list unpickler (`_GateUnpickler`, a `pickle.Unpickler` whose
+   `find_class` decides). It is Python's own unpickling machine, so it sees
+   exactly the globals a real load would ask for, whatever the opcodes do on
+   the way (GLOBAL, STACK_GLOBAL with names built on the stack, memo tricks,
+   INST, extension codes); decoy strings pushed and popped around them change
+   nothing. Every global it is asked for must be on torch's weights-only
+   allow-list (tensor rebuild functions, storages, dtypes, OrderedDict, ...)
+   or be exactly `config.Config_<identifier>`, MinD-Vis's config classes. It
+   never returns anything real: every allowed global and every persistent id
+   comes back as an inert placeholder, so this pass calls no function of the
+   file's choosing. The first other global refuses the file with
+   `UnsafeCheckpointError`, naming the global it asked for.
+2. The load: `torch.load(..., weights_only=True)`, torch's own allow-list
+   unpickler, rebuilds the tensors. MinD-Vis's config classes are allowed for
+   this one load only (`torch.serialization.safe_globals`) as fresh *stand-in*
+   classes with no behaviour: unpickling can only create an empty instance and
+   store the pickled attribute dict on it. Should torch refuse what the gate
+   passed, the file is refused in our words (torch's own message, which
+   suggests turning the check off, is never shown).
 3. Stand-ins are turned into `ForeignConfig(class_name, fields)` records
    (plain dict of the pickled attributes) before the result is returned.
 
 Nothing from the file is ever imported or called, and no global registry is
-left modified after the load.
+left modified after the load. Messages never suggest disabling a check.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from __future__ import annotations
 import _compat_pickle
 import io
 import pickle
-import pickletools
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,11 +55,11 @@ class UnsafeCheckpointError(InputDataError):
         self.refused = sorted(refused or [])
         if self.refused:
             problem = (
-                "refusing to load: the pickle references " + ", ".join(self.refused) + ", which may run code. "
-                "Only tensors, plain containers and MinD-Vis `config.Config_*` objects are accepted"
+                "refused: unpickling it asks for " + ", ".join(self.refused) + ", which could run code, so nothing "
+                "was loaded. Only tensors, plain containers and MinD-Vis `config.Config_*` objects are read"
             )
         else:
-            problem = f"refusing to load: {detail}"
+            problem = f"refused: {detail}"
         super().__init__(path, problem)
 
 
@@ -92,7 +95,33 @@ def _stand_in_for(qualified: str) -> type:
     return type(name, (_ConfigStandIn,), {"_mindvis_class_name": qualified})
 
 
-# -- static inspection ---------------------------------------------------------
+# -- the gate ------------------------------------------------------------------
+class _Inert:
+    """What the gate hands back for every allowed global and persistent id: accepts any call,
+    any state, any item, and does nothing (so no function of the file's choosing runs)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:
+        return _Inert()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+    def add(self, value: Any) -> None:  # ADDITEMS on a placeholder set
+        pass
+
+
 def _python3_name(module: str, name: str) -> str:
     """Protocol-2 pickles (torch.save's default) say `__builtin__.eval`; unpicklers read `builtins.eval`."""
     if (module, name) in _compat_pickle.NAME_MAPPING:
@@ -100,6 +129,32 @@ def _python3_name(module: str, name: str) -> str:
     elif module in _compat_pickle.IMPORT_MAPPING:
         module = _compat_pickle.IMPORT_MAPPING[module]
     return f"{module}.{name}"
+
+
+class _Refused(Exception):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+class _GateUnpickler(pickle.Unpickler):
+    """Unpickles with placeholders; `find_class` records every global asked for and, when
+    `allowed` is given, refuses (raises _Refused) the first one outside it."""
+
+    def __init__(self, file: io.BytesIO, allowed: set[str] | None):
+        super().__init__(file)
+        self.allowed = allowed
+        self.asked: set[str] = set()
+
+    def find_class(self, module: str, name: str) -> Any:
+        qualified = _python3_name(module, name)
+        self.asked.add(qualified)
+        if self.allowed is not None and qualified not in self.allowed and not _CONFIG_GLOBAL.match(qualified):
+            raise _Refused(qualified)
+        return _Inert
+
+    def persistent_load(self, pid: Any) -> Any:
+        return _Inert()
 
 
 def _pickle_streams(path: Path) -> list[bytes]:
@@ -113,40 +168,45 @@ def _pickle_streams(path: Path) -> list[bytes]:
     return [path.read_bytes()]
 
 
-def pickle_globals(stream: bytes, max_pickles: int = 5) -> set[str]:
-    """Every `module.name` a pickle (or a legacy torch file's pickles) would look up. Executes nothing."""
-    found: set[str] = set()
+def _run_gate(stream: bytes, allowed: set[str] | None, max_pickles: int = 5) -> tuple[set[str], str | None]:
+    """(globals asked for, the first refused one or None). A legacy torch file is several pickles
+    in a row (magic number, protocol, system info, the object, storage keys) then raw storage bytes;
+    a damaged stream raises pickle.UnpicklingError (or what the unpickler raises)."""
     buf = io.BytesIO(stream)
-    for _ in range(max_pickles):  # legacy files: magic, protocol, sys info, data, storage keys
+    asked: set[str] = set()
+    for index in range(max_pickles):
         if buf.tell() >= len(stream):
             break
-        strings: list[str] = []  # recent string pushes, to resolve STACK_GLOBAL (protocol 4+)
-        memo: dict[int, str] = {}
-        n_memo = 0
+        gate = _GateUnpickler(buf, allowed)
         try:
-            for op, arg, _pos in pickletools.genops(buf):
-                if op.name == "GLOBAL":
-                    module, name = str(arg).split(" ", 1)
-                    found.add(_python3_name(module, name))
-                elif op.name == "STACK_GLOBAL":
-                    found.add(_python3_name(strings[-2], strings[-1]) if len(strings) >= 2
-                              else "<unresolved STACK_GLOBAL>")
-                elif op.name in ("INST", "OBJ"):
-                    found.add(f"{str(arg).replace(' ', '.')}" if arg else "<protocol-0 OBJ>")
-                elif isinstance(arg, str) and "UNICODE" in op.name:
-                    strings.append(arg)
-                elif op.name == "MEMOIZE":
-                    if strings:
-                        memo[n_memo] = strings[-1]
-                    n_memo += 1
-                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
-                    memo[int(arg)] = strings[-1]
-                elif op.name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
-                    strings.append(memo[int(arg)])
-        except (ValueError, EOFError, pickle.UnpicklingError):
-            # trailing raw storage bytes of a legacy file, or a truncated stream
-            break
-    return found
+            gate.load()
+        except _Refused as refused:
+            return asked | gate.asked, refused.name
+        except Exception:  # noqa: BLE001 - a damaged or non-pickle stream
+            asked |= gate.asked
+            if index == 0:
+                raise
+            break  # past the pickles of a legacy file: its raw storage bytes
+        asked |= gate.asked
+    return asked, None
+
+
+def pickle_globals(stream: bytes, max_pickles: int = 5) -> set[str]:
+    """Every `module.name` unpickling the stream (or a legacy torch file's pickles) asks for, as a
+    real unpickler meets them (decoys cannot hide one). Executes nothing; a damaged stream gives
+    what was asked for before the damage."""
+    try:
+        asked, _ = _run_gate(stream, None, max_pickles)
+    except Exception:  # noqa: BLE001 - report what was found before the damage
+        asked = set()
+        buf = io.BytesIO(stream)
+        gate = _GateUnpickler(buf, None)
+        try:
+            gate.load()
+        except Exception:  # noqa: BLE001
+            pass
+        asked = gate.asked
+    return asked
 
 
 def _torch_allowed_globals() -> set[str]:
@@ -172,43 +232,57 @@ def _replace_stand_ins(obj: Any) -> Any:
     return obj
 
 
+def _torch_reason(exc: BaseException) -> str:
+    """torch's own reason for refusing, without its advice to turn the check off."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    keep = [ln for ln in lines if "weights_only" not in ln and "trust" not in ln and "safe_globals" not in ln
+            and "add_safe_globals" not in ln]
+    reason = (keep or ["the file is not a plain weights file"])[0]
+    return reason.split(" Please use `torch.serialization")[0][:300]
+
+
 def safe_load(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
-    """`torch.load(path, weights_only=True)` that also reads MinD-Vis's pickled config objects as data.
+    """A checkpoint's contents, read as data: tensors, plain containers, MinD-Vis config objects.
 
     mmap: map the tensors' storage instead of reading it (zip-format files only; a caller
     that needs only the config of a large file reads almost nothing).
-    Raises InputDataError when the file is missing or corrupt, and
-    UnsafeCheckpointError (naming each refused `module.name`) when it would
-    need any other class or function.
+    Raises InputDataError when the file is missing or corrupt, and UnsafeCheckpointError
+    (naming the global it asked for) when unpickling it would need any other class or function.
     """
     path = Path(path)
     if not path.is_file():
         raise InputDataError(path, "checkpoint file not found")
     try:
         streams = _pickle_streams(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise InputDataError(path, f"cannot read checkpoint: {exc}") from None
-    referenced: set[str] = set()
-    for stream in streams:
-        referenced |= pickle_globals(stream)
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error, NotImplementedError) as exc:
+        raise InputDataError(path, f"cannot read checkpoint (truncated or corrupt?): {exc}") from None
 
     allowed = _torch_allowed_globals()
-    stand_ins: list[tuple[type, str]] = []
-    refused: list[str] = []
-    for name in sorted(referenced - allowed):
-        if _CONFIG_GLOBAL.match(name):
-            stand_ins.append((_stand_in_for(name), name))
-        else:
-            refused.append(name)
-    if refused:
-        raise UnsafeCheckpointError(path, refused)
+    asked: set[str] = set()
+    for stream in streams:
+        try:
+            found, refused = _run_gate(stream, allowed)
+        except RecursionError:
+            raise InputDataError(path, "corrupt checkpoint: its pickle nests too deeply") from None
+        except Exception as exc:  # noqa: BLE001 - the unpickler's view of a damaged stream
+            raise InputDataError(path, f"corrupt or truncated checkpoint: its pickle does not unpickle "
+                                       f"({type(exc).__name__}: {str(exc)[:200]})") from None
+        if refused is not None:
+            raise UnsafeCheckpointError(path, [refused])
+        asked |= found
+    stand_ins = [(_stand_in_for(name), name) for name in sorted(asked) if _CONFIG_GLOBAL.match(name)]
 
     try:
         with torch.serialization.safe_globals(stand_ins):
             obj = torch.load(path, map_location=map_location, weights_only=True,
                              mmap=bool(mmap) and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
-        raise UnsafeCheckpointError(path, detail=f"torch's weights-only unpickler refused it: {exc}") from None
+        raise UnsafeCheckpointError(path, detail=f"torch's weights-only unpickler does not read it "
+                                                 f"({_torch_reason(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - any other failure means a damaged file
-        raise InputDataError(path, f"corrupt or truncated checkpoint ({type(exc).__name__}: {exc})") from None
+        raise InputDataError(path, f"corrupt or truncated checkpoint ({type(exc).__name__}: "
+                                   f"{_torch_reason(exc)})") from None
     return _replace_stand_ins(obj)

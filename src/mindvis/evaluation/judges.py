@@ -88,14 +88,21 @@ def require_file(path: str | Path | None, config_key: str, source: str) -> Path:
 
 def load_weight_file(path: Path) -> dict[str, Any]:
     """A state dict (or checkpoint dict) from .pth/.bin/.safetensors without running pickled code."""
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors":
+        try:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable weight file is the user's to fix
-        raise InputDataError(path, f"cannot read weight file (truncated, or not a plain state dict?): {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any unreadable weight file is the user's to fix
+            raise InputDataError(path, f"cannot read safetensors file (truncated or corrupt?): {exc}") from None
+    from mindvis.checkpoints.safe_load import UnsafeCheckpointError, safe_load
+
+    try:
+        obj = safe_load(path)  # the project's one checkpoint gate: refuses (naming it) what would run code
+    except UnsafeCheckpointError:
+        raise
+    except InputDataError as exc:
+        raise InputDataError(path, f"cannot read weight file: {exc.problem}") from None
     if not isinstance(obj, dict):
         raise InputDataError(path, f"expected a state dict, found {type(obj).__name__}")
     return obj

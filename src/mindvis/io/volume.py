@@ -84,15 +84,25 @@ class VolumeRun:
         return self.path.name.endswith((".gz", ".bz2", ".zst"))
 
 
+def read_nifti_image(path: str | os.PathLike, what: str = "NIfTI file"):
+    """nibabel's image of a NIfTI-1/2 or CIFTI-2 file, header only (data stay on disk); a missing
+    file or unreadable header is an InputDataError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputDataError(p, f"{what} not found")
+    try:
+        return nib.load(p)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for a bad header
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise InputDataError(p, f"not a readable {what} ({type(exc).__name__}: {first})") from None
+
+
 def open_volume_run(path: str | os.PathLike) -> VolumeRun:
     """Open a 4-D NIfTI (1 or 2, optionally gzipped) and validate its header and length."""
     p = Path(path)
     if not p.is_file():
         raise InputDataError(p, "file not found")
-    try:
-        img = nib.load(p)
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for a bad header
-        raise InputDataError(p, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    img = read_nifti_image(p)
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)) or isinstance(img, nib.Cifti2Image):
         raise InputDataError(p, f"expected a 4-D NIfTI volume, nibabel reads it as {type(img).__name__}")
     shape = tuple(int(s) for s in img.shape)
