@@ -1054,3 +1054,20 @@ def run_case(target: Target, mutation: Callable, seed: int, scratch: Path) -> Ou
         except MindVisError as exc:
             outcome.result, outcome.detail = "half-written", f"output does not load: {exc}"
     return outcome
+
+
+def _inspect_variant(base: Target) -> Target:
+    """`mindvis inspect` on the same malformed file: the same readers, the same clean errors."""
+
+    def run(folder: Path, out: Path):
+        from mindvis.cli.inspect_cmd import describe
+
+        return describe(folder / base.mutated)
+
+    return Target(f"inspect-{base.name}", base.build, base.mutated, run, base.mutations)
+
+
+for _name in ("bdata-h5", "image-id-csv", "cifti-dtseries", "nifti-run-gz", "god-npz", "checkpoint-zip",
+              "checkpoint-legacy", "bold5000-imgnames"):
+    _variant = _inspect_variant(TARGETS[_name])
+    TARGETS[_variant.name] = _variant
