@@ -122,3 +122,41 @@ def test_a_stalled_hdf5_read_is_stopped_with_a_clean_error(tmp_path, monkeypatch
     monkeypatch.setattr(bdata, "METADATA_TIMEOUT_S", 1.0)
     with pytest.raises(InputDataError, match=r"Subject1\.h5: reading its metadata did not finish in 1 s"):
         bdata.read_bdata(paths.bdata)
+
+
+def test_member_names_with_control_characters_stay_on_one_line(tmp_path):
+    """Found by the benchmark: a damaged zip directory gave a member name with a newline, and the
+    error listing the members ran over two lines."""
+    import numpy as np
+
+    from mindvis.evaluation import load_samples
+
+    path = tmp_path / "samples.npz"
+    np.savez(path, samples=np.zeros((2, 1, 4, 4, 3), np.uint8), **{"gr\nound\r_truth": np.zeros(3)})
+    with pytest.raises(InputDataError) as err:
+        load_samples(path)
+    assert "\n" not in str(err.value) and "\r" not in str(err.value)
+    assert "gr\\nound\\r_truth" in str(err.value)
+
+
+def test_bdata_values_beyond_float32_are_dropped_not_written_as_inf(tmp_path):
+    """Found by the benchmark: a voxel value of 1e39 (finite in the file's float64) became Inf in
+    the float32 npz, so preprocess-god wrote an output its own loader refuses."""
+    import numpy as np
+
+    from god_factory import build_god_raw
+    from mindvis.data.god import load_god_npz
+    from mindvis.preprocess.god import GodPreprocessConfig, preprocess_god_subject
+
+    raw = build_god_raw()
+    voxel = int(raw.vc_columns()[0])
+    raw.dataset[3, voxel] = 1e39  # > float32 max (3.4e38)
+    paths = raw.write(tmp_path / "in")
+    out = tmp_path / "sbj_1.npz"
+    summary = preprocess_god_subject(paths.bdata, paths.train_list, paths.test_list, out, 1)
+    assert summary["dropped_voxels_nonfinite"] == 1
+    data = load_god_npz(out)  # finite everywhere, one voxel fewer than the ROI
+    assert data.train_fmri.shape[1] == raw.vc_columns().size - 1
+    with pytest.raises(InputDataError, match=r"1 voxel\(s\) hold NaN/Inf \(or values beyond float32\)"):
+        preprocess_god_subject(paths.bdata, paths.train_list, paths.test_list, tmp_path / "x.npz", 1,
+                               GodPreprocessConfig(bad_voxels="error"))

@@ -142,8 +142,10 @@ def _match_trials(bdata: BData, rows: np.ndarray, images: ImageList, what: str) 
 
 
 def _bad_voxels(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(non-finite, constant) voxel flags over the rows of `x`."""
-    finite = np.isfinite(x)
+    """(non-finite, constant) voxel flags over the rows of `x`. A value beyond float32's range
+    counts as non-finite: the npz stores float32, where it would become Inf."""
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(x) & (np.abs(x) <= np.finfo(np.float32).max)
     nonfinite = ~finite.all(axis=0)
     safe = np.where(finite, x, 0.0)  # equals x on every voxel that can be called constant
     constant = (safe.max(axis=0) == safe.min(axis=0)) & ~nonfinite
@@ -204,7 +206,8 @@ def build_subject_arrays(
     bad = nonfinite | constant
     if bad.any():
         what = (
-            f"{int(nonfinite.sum())} voxel(s) hold NaN/Inf and {int(constant.sum())} are constant over the "
+            f"{int(nonfinite.sum())} voxel(s) hold NaN/Inf (or values beyond float32) and {int(constant.sum())} "
+            f"are constant over the "
             f"{train_rows.size + test_rows.size} training+test trials (ROI_{roi} columns e.g. "
             f"{cols[bad][:5].tolist()})"
         )

@@ -14,12 +14,18 @@ class MindVisError(Exception):
     """A problem the user can fix; printed without a traceback by the CLI."""
 
 
+def one_line(text: str) -> str:
+    """`text` with control characters (a damaged file's names can hold newlines) written as escapes,
+    so an error stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
 class InputDataError(MindVisError):
     """An input file is missing, unreadable, or holds data we cannot use."""
 
     def __init__(self, path: str | Path | None, problem: str):
         self.path = None if path is None else Path(path)
-        self.problem = problem
+        self.problem = problem = one_line(problem)
         where = f"{self.path}: " if self.path is not None else ""
         super().__init__(f"{where}{problem}")
 
