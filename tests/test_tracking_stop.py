@@ -92,11 +92,11 @@ def test_sigterm_on_a_real_generate_ends_its_sqlite_run_killed(tmp_path):
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{db}", MINDVIS_ARTIFACT_ROOT=str(tmp_path / "art"))
     out = tmp_path / "samples.npz"
     log = tmp_path / "generate.log"
-    # far more sampling than the test waits for (4 items x 100 samples x 1000 steps, one at a time)
+    # far more sampling than the test waits for (4 items x 200 samples x 500 steps, one at a time)
     cmd = [sys.executable, "-m", "mindvis", "generate", "--model", str(tmp_path / "finetuned.pth"),
            "--npz", str(tmp_path / "sbj_1.npz"), "--images", str(tmp_path / "images_256.npz"), "--out", str(out),
            "--rule", "generate", "--wildcard", "dataset=god", "--wildcard", "subject=1",
-           "--set", "sampler=ddim", "--set", "steps=1000", "--set", "n_samples=100", "--set", "batch_size=1"]
+           "--set", "sampler=ddim", "--set", "steps=500", "--set", "n_samples=200", "--set", "batch_size=1"]
     with open(log, "w") as sink:
         child = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
