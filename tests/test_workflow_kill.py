@@ -263,7 +263,10 @@ def test_killed_training_rule_reruns_to_the_uninterrupted_model(dag, case):
     started = time.perf_counter()
     best_epoch = 0
     if case.after_best_epoch:
-        config = torch.load(_reference(dag, case), weights_only=True)["config"]
+        from mindvis.checkpoints.safe_load import safe_load  # finetuned.pt's config is a pickled Config_Generative_Model
+
+        config = safe_load(_reference(dag, case))["config"]
+        config = config if isinstance(config, dict) else vars(config)
         best_epoch = config["mindvis"]["selected_epoch"]
         if best_epoch == config["num_epoch"]:  # nothing after the best: the best-state restore goes untested
             warnings.warn(f"{case.rule}: the last epoch is the best; tune KILLABLE's lr so an earlier one is")
