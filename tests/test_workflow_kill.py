@@ -266,7 +266,7 @@ def test_killed_training_rule_reruns_to_the_uninterrupted_model(dag, case):
         from mindvis.checkpoints.safe_load import safe_load  # finetuned.pt's config is a pickled Config_Generative_Model
 
         config = safe_load(_reference(dag, case))["config"]
-        config = config if isinstance(config, dict) else vars(config)
+        config = config if isinstance(config, dict) else getattr(config, "fields", None) or vars(config)
         best_epoch = config["mindvis"]["selected_epoch"]
         if best_epoch == config["num_epoch"]:  # nothing after the best: the best-state restore goes untested
             warnings.warn(f"{case.rule}: the last epoch is the best; tune KILLABLE's lr so an earlier one is")
