@@ -1,6 +1,6 @@
 """n-way top-1 classification: MinD-Vis's headline semantic metric.
 
-The protocol (REFERENCE.md section 5, reproduced exactly):
+The protocol (MinD-Vis's public code, reproduced exactly):
   * a judge classifier gives class probabilities for the ground-truth image
     and for each generated image;
   * the "ground-truth class" g is the judge's argmax on the ground-truth image

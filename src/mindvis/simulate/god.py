@@ -7,7 +7,7 @@ so that selecting ROI_VC matters. As in the real files the ROI flags overlap:
 LVC = V1|V2|V3, HVC = LOC|FFA|PPA, VC = union of the seven, and a fraction
 (`hvc_overlap`) of FFA and PPA voxels is also flagged LOC.
 
-Session (REFERENCE.md section 2):
+Session (MinD-Vis's public code):
 - DataType 1, training perception: every training image once, over `n_runs` runs;
 - DataType 2, test perception: every test image `test_repeats` times, one run
   per repeat (each run shows every test image once, as in GOD);

@@ -7,7 +7,7 @@
     finetune_ldm       stage B: the prior's class embedder is replaced by the stage A encoder +
                        mappers + time branch; trains the reference's parameter set on (fMRI, image) pairs
 
-Shared recipe (REFERENCE.md section 4): images to [-1, 1]; with probability
+Shared recipe (MinD-Vis's public code): images to [-1, 1]; with probability
 `crop_p` (0.5) a random crop of `crop_ratio` (0.8) of the side, resized back;
 AdamW (torch defaults, weight decay 0.01 as the reference); gradient-norm
 clipping; fp32 on CPU, mixed precision on GPU.

@@ -2,7 +2,7 @@
 
 Input: a float32 matrix (n, V) already wrap-padded, scalar-normalised and
 brought to the model's length (`prepare_rows`), plus held-out rows for
-evaluation. The loop follows MinD-Vis stage A (REFERENCE.md section 4):
+evaluation. The loop follows MinD-Vis stage A (MinD-Vis's public code):
 AdamW (0.9, 0.95) without decay on biases / 1-D parameters, per-iteration
 warm-up + half cosine, gradient-norm clipping, mixed precision on CUDA.
 
