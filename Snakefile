@@ -14,6 +14,12 @@ from snakemake.utils import min_version, validate
 min_version("9.17")
 
 
+# PRIORITIES: among jobs ready at once, Snakemake starts the higher `priority:` first.
+# Each rule's priority follows the longest chain of work still behind it, so the
+# stimuli -> autoencoder -> label2img prior and the HCP -> stage A1 pre-training start
+# first and the judge and the sampler comparison fill idle cores at the end: on
+# 2 cores the DAG's wall time is then close to its total work / 2 (benchmarks/bench_embedded_dag.py).
+
 configfile: "config/config.yaml"
 
 

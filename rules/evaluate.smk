@@ -24,6 +24,7 @@ def judge_option(wildcards, input):
 
 
 rule train_judge:
+    priority: 10  # see PRIORITIES in Snakefile
     input:
         f"{STIMULI}/stimuli.npz",
     output:
@@ -41,6 +42,7 @@ rule train_judge:
 
 
 rule evaluate:
+    priority: 30  # see PRIORITIES in Snakefile
     input:
         samples=f"{SAMPLES}/samples.npz",
         judge=judge_input,
@@ -88,6 +90,7 @@ def sampler_comparison_inputs(wildcards):
 
 
 rule compare_samplers:
+    priority: 5  # see PRIORITIES in Snakefile
     input:
         unpack(sampler_comparison_inputs),
         judge=judge_input,

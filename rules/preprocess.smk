@@ -2,6 +2,7 @@
 
 
 rule preprocess_god_images:
+    priority: 50  # see PRIORITIES in Snakefile
     input:
         train_list=config["god"]["train_list"],
         test_list=config["god"]["test_list"],
@@ -24,6 +25,7 @@ rule preprocess_god_images:
 
 
 rule preprocess_god:
+    priority: 50  # see PRIORITIES in Snakefile
     input:
         bdata=god_bdata("{subject}"),
         train_list=config["god"]["train_list"],
@@ -44,6 +46,7 @@ rule preprocess_god:
 
 
 rule preprocess_bold5000:
+    priority: 50  # see PRIORITIES in Snakefile
     input:
         bold5000_raw_input,
     output:
@@ -69,6 +72,7 @@ rule preprocess_bold5000:
 
 
 rule preprocess_hcp:
+    priority: 80  # see PRIORITIES in Snakefile
     input:
         lambda wildcards: hcp_run_files(wildcards.subject),
     output:

@@ -5,6 +5,7 @@
 
 
 rule make_stimuli:
+    priority: 90  # see PRIORITIES in Snakefile
     output:
         npz=f"{STIMULI}/stimuli.npz",
         train_list=f"{STIMULI}/imageID_training.csv",
@@ -25,6 +26,7 @@ rule make_stimuli:
 if simulated("god"):
 
     rule simulate_god:
+        priority: 50  # see PRIORITIES in Snakefile
         input:
             stimuli=rules.make_stimuli.output.npz,
         output:
@@ -44,6 +46,7 @@ if simulated("god"):
 if simulated("bold5000"):
 
     rule simulate_bold5000:
+        priority: 50  # see PRIORITIES in Snakefile
         input:
             stimuli=rules.make_stimuli.output.npz,
         output:
@@ -65,6 +68,7 @@ if simulated("bold5000"):
 if simulated("hcp"):
 
     rule simulate_hcp:
+        priority: 80  # see PRIORITIES in Snakefile
         output:
             [f"{hcp_subject_dir('{subject}')}/{HCP_CIFTI.format(run=run)}" for run in config["hcp"]["runs"]],
         params:

@@ -18,6 +18,7 @@ def finetune_npz(wildcards):
 
 
 rule pretrain_mbm:
+    priority: 75  # see PRIORITIES in Snakefile
     input:
         hcp=expand(HCP_NPZ, subject=subjects("hcp")),
         god=pretrain_god_inputs,
@@ -40,6 +41,7 @@ rule pretrain_mbm:
 
 
 rule finetune_mbm:
+    priority: 45  # see PRIORITIES in Snakefile
     input:
         pretrained=rules.pretrain_mbm.output[0],
         npz=finetune_npz,

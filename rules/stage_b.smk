@@ -47,6 +47,7 @@ def with_model(name):
 
 
 rule train_autoencoder:
+    priority: 85  # see PRIORITIES in Snakefile
     input:
         images=prior_training_images()["images"],
     output:
@@ -67,6 +68,7 @@ rule train_autoencoder:
 
 
 rule train_label2img:
+    priority: 70  # see PRIORITIES in Snakefile
     input:
         **prior_training_images(),
         autoencoder=rules.train_autoencoder.output[0],
@@ -88,6 +90,7 @@ rule train_label2img:
 
 
 rule finetune_ldm:
+    priority: 40  # see PRIORITIES in Snakefile
     input:
         npz=finetune_npz,
         images=god_images_input,
@@ -115,6 +118,7 @@ rule finetune_ldm:
 
 
 rule generate:
+    priority: 30  # see PRIORITIES in Snakefile
     input:
         model=stage_b_model,
         npz=finetune_npz,
