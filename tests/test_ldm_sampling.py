@@ -41,6 +41,12 @@ def test_step_grids_follow_compvis():
         make_sampler("euler", ScheduleSpec(), 10)
     with pytest.raises(ConfigError):
         make_sampler("ddim", ScheduleSpec(), 0)
+    # the +1-shifted grid of T steps would end at t = T, past the schedule (an IndexError before)
+    for name in ("ddim", "plms"):
+        with pytest.raises(ConfigError, match="at most 999"):
+            make_sampler(name, ScheduleSpec(), 1000)
+    assert make_sampler("ddim", ScheduleSpec(), 999).timesteps.tolist() == list(range(999, 0, -1))
+    assert len(make_sampler("dpmpp", ScheduleSpec(), 1000).timesteps) == 1000
 
 
 def test_to_uint8_matches_the_reference_conversion():

@@ -54,6 +54,10 @@ def make_sampler(name: str, schedule: ScheduleSpec, steps: int):
                   prediction_type=schedule.prediction_type)
     if steps < 1 or steps > schedule.timesteps:
         raise ConfigError(f"steps must be in 1..{schedule.timesteps}, got {steps}")
+    if name in ("plms", "ddim") and steps == schedule.timesteps:
+        # their grid is shifted by one (steps_offset=1, as CompVis's +1): all T steps would end at t = T
+        raise ConfigError(f"{name} takes at most {schedule.timesteps - 1} steps (its step grid starts at t = 1), "
+                          f"got {steps}")
     if name == "plms":
         sched = PNDMScheduler(skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1, **common)
     elif name == "ddim":
