@@ -39,6 +39,7 @@ from mindvis.data.normalisation import resolve_normalisation
 from mindvis.models.pos_embed import INTERPOLATION_MODES
 from mindvis.models.sc_mbm import ScMbm
 from mindvis.training import distributed as ddp
+from mindvis.training.input_identity import hash_cache_path_for, input_identity
 from mindvis.models.sc_mbm import fit_voxels
 from mindvis.training.mbm_trainer import (
     LoopConfig,
@@ -185,8 +186,11 @@ def finetune_from_rows(pretrained: str | Path, subject: SubjectRows, out: str | 
         tracker.set_tags({"test_set_exposed": str(exposed).lower(), "protocol": cfg.protocol})
     # held-out rows are the subject's voxels wrap-padded (and fitted to N tokens): score each voxel once
     sources = wrap_sources([rows.raw_voxels, rows.padded_voxels, rows.num_voxels])
+    # the pre-trained weights by content (a copied work folder resumes; a retrained stage A1 starts over)
+    inputs = {"pretrained": input_identity(pretrained, hash_cache_path_for(out)), "from_scratch": from_scratch,
+              "pos_interpolation": cfg.pos_interpolation}
     summary = train_mbm(model, rows.train, rows.holdout, cfg, out, export, tracker=tracker, env=env,
-                        stop_after_steps=stop_after_steps, holdout_sources=sources)
+                        stop_after_steps=stop_after_steps, holdout_sources=sources, inputs=inputs)
     summary.update(protocol=cfg.protocol, normalisation=normalisation, test_set_exposed=exposed,
                    raw_voxels=rows.raw_voxels, n_tune_rows=int(tune_rows.shape[0]),
                    padded_voxels=rows.padded_voxels, checkpoint_tokens=probe.checkpoint_tokens,

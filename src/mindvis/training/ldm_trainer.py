@@ -89,6 +89,7 @@ from mindvis.training.checkpointing import (
     save_resume_state,
 )
 from mindvis.training import distributed as ddp
+from mindvis.training.input_identity import hash_cache_path_for, input_identity
 from mindvis.data.conventions import split_holdout
 from mindvis.training.mbm_trainer import TrainingInterrupted, resolve_device, resolve_precision
 from mindvis.utils.errors import ConfigError, InputDataError, MindVisError
@@ -284,14 +285,6 @@ def digest(*arrays: np.ndarray | torch.Tensor) -> str:
         sha.update(str(a.shape).encode())
         sha.update(np.ascontiguousarray(a).tobytes())
     return sha.hexdigest()[:16]
-
-
-def file_identity(path: str | Path | None) -> str | None:
-    """Path, size and modification time: a rerun upstream job gives a new identity (start over)."""
-    if path is None:
-        return None
-    st = Path(path).stat()
-    return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
 # -- images ------------------------------------------------------------------------------------------
@@ -737,6 +730,7 @@ def run_loop(model: torch.nn.Module, n_items: int, cfg: LdmLoopConfig, out_path:
         export(history)
         if not cfg.keep_resume:
             resume_path.unlink(missing_ok=True)
+            hash_cache_path_for(out_path).unlink(missing_ok=True)
     ddp.barrier(env)  # the output exists when any process returns
     return {"steps": step, "steps_per_epoch": steps_per_epoch, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
             "resumed": resumed is not None,
@@ -883,7 +877,7 @@ def train_label2img(images: np.ndarray, labels: np.ndarray, autoencoder: str | P
         save_compvis_checkpoint(out, export_compvis_state(model), mindvis)
 
     fingerprint = {"stage": "label2img", "data": digest(data, y), "spec": str(spec_to_dict(spec)),
-                   "autoencoder": file_identity(autoencoder), "n_classes": n_classes,
+                   "autoencoder": input_identity(autoencoder, hash_cache_path_for(out)), "n_classes": n_classes,
                    **{k: getattr(cfg, k) for k in ("epochs", "lr", "weight_decay", "clip_grad",
                                                    "crop_p", "crop_ratio", "seed", "cond_drop_prob", "snr_gamma")}}
     result = run_loop(model, int(data.shape[0]), cfg, out, fingerprint, LoopHooks(step_loss, grid=grid), export,
@@ -1063,8 +1057,9 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
     if tracker is not None and env.is_main:
         tracker.set_tags({"test_set_exposed": str(exposed).lower(), "protocol": cfg.protocol})
     fingerprint = {"stage": "finetune_ldm", "data": digest(fmri, pictures), "selection": digest(sel_fmri),
-                   "prior": file_identity(prior), "encoder": file_identity(encoder),
-                   "autoencoder": file_identity(autoencoder), "trainable_groups": ",".join(cfg.trainable),
+                   **{name: input_identity(path, hash_cache_path_for(out))  # content, not place: a copy resumes
+                      for name, path in (("prior", prior), ("encoder", encoder), ("autoencoder", autoencoder))},
+                   "trainable_groups": ",".join(cfg.trainable),
                    "use_time_cond": cfg.use_time_cond, "protocol": cfg.protocol,
                    **{k: getattr(cfg, k) for k in ("epochs", "lr", "weight_decay", "clip_grad", "crop_p",
                                                    "crop_ratio", "seed", "cond_drop_prob", "select_every_epochs",

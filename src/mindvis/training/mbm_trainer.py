@@ -52,6 +52,7 @@ from mindvis.training.checkpointing import (
     resume_path_for,
     save_resume_state,
 )
+from mindvis.training.input_identity import hash_cache_path_for
 from mindvis.training.optim import build_adamw
 from mindvis.training.schedule import WarmupCosine
 from mindvis.utils.errors import ConfigError, InputDataError, MindVisError
@@ -398,7 +399,8 @@ def data_digest(rows: np.ndarray) -> str:
 
 def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cfg: LoopConfig,
               out_path: str | Path, export_config: dict[str, Any], tracker=None, env: ddp.DistEnv | None = None,
-              stop_after_steps: int | None = None, holdout_sources: np.ndarray | None = None) -> dict[str, Any]:
+              stop_after_steps: int | None = None, holdout_sources: np.ndarray | None = None,
+              inputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train `model` on normalised rows; write `out_path` (fmri_encoder.pth layout); return a summary.
 
     `holdout_sources`: (P,) or (n_holdout, P) original voxel id of each position of the
@@ -406,6 +408,7 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
     each voxel once and only when none of its copies was visible.
     `stop_after_steps` abandons the run after that many global steps without
     saving anything more (what a SIGKILL does): for tests of resuming.
+    `inputs`: identities of the files the model was built from (`input_identity`), for the resume fingerprint.
     """
     env = env or ddp.DistEnv()
     if cfg.threads < 0:
@@ -442,7 +445,7 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
         "arch": str(model.arch.as_dict()), "global_batch": global_batch, "epochs": cfg.epochs, "lr": cfg.lr,
         "min_lr": cfg.min_lr, "weight_decay": cfg.weight_decay, "warmup_epochs": cfg.warmup_epochs,
         "clip_grad": cfg.clip_grad, "mask_ratio": cfg.mask_ratio, "seed": cfg.seed,
-        "precision": f"{amp_dtype}/{use_scaler}",
+        "precision": f"{amp_dtype}/{use_scaler}", **(inputs or {}),
     }
 
     step, history = 0, []
@@ -609,6 +612,7 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
                               optimizer=optimizer.state_dict(), scaler=scaler.state_dict())
         if not cfg.keep_resume:
             resume_path.unlink(missing_ok=True)
+            hash_cache_path_for(out_path).unlink(missing_ok=True)
     ddp.barrier(env)
 
     final = history[-1] if history else {}
