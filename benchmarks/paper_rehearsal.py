@@ -54,7 +54,7 @@ COPIED = ("Snakefile", "rules", "workflow", "config", "envs", "src")
 TRAINING_RULES = ("pretrain_mbm", "finetune_mbm", "train_autoencoder", "train_label2img", "finetune_ldm",
                   "train_judge")
 
-# The full paper run the cost table prices (REFERENCE.md sections 1-4).
+# The full paper run the cost table prices (docs/reference.md §4, §7, §9).
 A1_EPOCHS, A1_SAMPLES, A1_BATCH = 500, 136_000, 100
 A2_EPOCHS, A2_ROWS, A2_BATCH = 15, 1200, 16
 B_EPOCHS, B_PAIRS, B_BATCH = 500, 1200, 5

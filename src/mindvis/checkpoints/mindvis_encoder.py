@@ -1,6 +1,6 @@
 """Read and write SC-MBM checkpoints in MinD-Vis's `fmri_encoder.pth` layout.
 
-The file is a dict (REFERENCE.md section 6):
+The file is a dict (docs/reference.md §5.1):
     model      state dict of MAEforFMRI (cls_token, pos_embed (1, N+1, D), patch_embed.proj.*,
                blocks.{i}.*, norm.*, mask_token, decoder_embed.*, decoder_pos_embed,
                decoder_blocks.{i}.*, decoder_norm.*, decoder_pred.*)

@@ -1,6 +1,6 @@
 """BData (bdpy's HDF5 layout), read and written with h5py directly.
 
-Layout (REFERENCE.md section 2, GOD):
+Layout (docs/reference.md §9.1, GOD):
   /dataset                 float64 (n_samples, n_columns)
   /metadata/key            (n_keys,) strings, fixed bytes or variable length
   /metadata/description    (n_keys,) strings

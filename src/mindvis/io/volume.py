@@ -38,7 +38,7 @@ from mindvis.utils.errors import InputDataError
 
 log = logging.getLogger(__name__)
 
-# The MNI152 2 mm grid of the HCP volumetric release (REFERENCE.md section 2).
+# The MNI152 2 mm grid of the HCP volumetric release (docs/reference.md §9.3).
 MNI_2MM_SHAPE = (91, 109, 91)
 MNI_2MM_AFFINE = np.array(
     [[-2.0, 0.0, 0.0, 90.0], [0.0, 2.0, 0.0, -126.0], [0.0, 0.0, 2.0, -72.0], [0.0, 0.0, 0.0, 1.0]]

@@ -1,6 +1,6 @@
 """Sizes of the SC-MBM masked autoencoder: named presets plus per-key overrides.
 
-`paper` is MinD-Vis's configuration (REFERENCE.md section 4; the field names
+`paper` is MinD-Vis's configuration (docs/reference.md §7.1; the field names
 follow its `Config_MBM_fMRI`, plus `decoder_depth`, which MinD-Vis leaves at
 the constructor default 8). `tiny` is the embedded demo's size: it trains in
 seconds on two CPU cores.

@@ -1,7 +1,7 @@
 """SC-MBM: the masked autoencoder for fMRI vectors (MinD-Vis stage A).
 
-Layout and parameter names are MinD-Vis's `MAEforFMRI` (REFERENCE.md sections
-4 and 6), so its `fmri_encoder.pth` loads into `ScMbm` with strict=True:
+Layout and parameter names are MinD-Vis's `MAEforFMRI` (docs/reference.md
+§7.1 and §5.1), so its `fmri_encoder.pth` loads into `ScMbm` with strict=True:
 
     input (B, 1, V), V = N * patch
     patch_embed.proj   Conv1d(1 -> D, kernel = stride = patch)  -> N tokens of width D

@@ -1,6 +1,6 @@
 """GOD: one subject's BData release (`SubjectN.h5`) -> MinD-Vis's `sbj_N.npz`.
 
-Input (REFERENCE.md section 2): a BData file whose per-sample columns
+Input (docs/reference.md §9.1): a BData file whose per-sample columns
 `DataType` (1 = training perception, 2 = test perception, 3 = imagery) and
 `stimulus_id` label each trial, whose `ROI_*` metadata rows flag the voxel
 columns, plus the two imageID CSV lists that fix the image order.

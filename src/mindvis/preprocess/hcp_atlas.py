@@ -32,7 +32,7 @@ from mindvis.utils.errors import InputDataError
 log = logging.getLogger(__name__)
 
 HEMISPHERE_STRUCTURE = {"L": CORTEX_LEFT, "R": CORTEX_RIGHT}
-# Grayordinates per area in the standard 91,282 layout (both hemispheres), REFERENCE.md section 2.
+# Grayordinates per area in the standard 91,282 layout (both hemispheres), docs/reference.md §9.3.
 STANDARD_AREA_COUNTS = {"V1": 1618, "V2": 1220, "V3": 684, "V4": 661}
 
 _NAME = re.compile(r"^(?P<hemi>[LR])_(?P<area>.+?)(?:_ROI)?$")

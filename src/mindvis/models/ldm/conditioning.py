@@ -5,7 +5,7 @@ A conditioner maps its input to a `Condition`: the cross-attention context
 embedding (B, time_embed_dim).
 
 FmriConditioner (MinD-Vis's `cond_stage_model` + the UNet's `time_embed_condtion`,
-REFERENCE.md section 4):
+docs/reference.md §7.4):
     fMRI (B, 1, V) -> stage A encoder (no mask, no cls token, all N tokens, final norm) (B, N, D)
         -> channel_mapper: Conv1d(N -> N//2, k=1), Conv1d(N//2 -> 77, k=1)   (B, 77, D)
         -> dim_mapper: Linear(D -> context_dim)                               context (B, 77, 512)

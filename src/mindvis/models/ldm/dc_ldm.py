@@ -6,7 +6,7 @@ through the time embedding (time branch). With a `ClassConditioner` it is
 the class-conditional image prior (CompVis cin256 "label2img") that stage B
 starts from: stage B swaps the conditioner and keeps the UNet weights.
 
-Diffusion (REFERENCE.md section 4): DDPM with T = 1000 steps, betas linear
+Diffusion (docs/reference.md §7.5): DDPM with T = 1000 steps, betas linear
 in sqrt space 0.0015 -> 0.0195 (diffusers' "scaled_linear"), epsilon
 prediction (the tiny preset predicts v; see presets), latents = scale_factor (1.0) x pre-quantisation VQ latents. The
 training loss is the plain MSE between the true and the predicted noise at a

@@ -1,8 +1,8 @@
 """Sizes of the latent diffusion model: the CompVis cin256-v2 preset and the embedded demo's tiny one.
 
 Field names follow the CompVis configs (`unet_config.params`,
-`first_stage_config.params.ddconfig`), so a reader holding REFERENCE.md
-section 4 or a CompVis `config.yaml` finds each number under its own name:
+`first_stage_config.params.ddconfig`), so a reader holding docs/reference.md
+§7.3 or a CompVis `config.yaml` finds each number under its own name:
 
     UnetSpec   model_channels 192, channel_mult [1,2,3,5], num_res_blocks 2,
                attention_resolutions [8,4,2] (downsampling factors ds: level l

@@ -1,6 +1,6 @@
 """The denoising UNet: diffusers `UNet2DConditionModel` configured as CompVis's cin256-v2 UNet.
 
-How the CompVis `UNetModel` options translate (REFERENCE.md section 4):
+How the CompVis `UNetModel` options translate (docs/reference.md §7.3):
 - level l works at downsampling factor ds = 2**l; a level whose ds is in
   `attention_resolutions` uses Cross-Attention blocks (one spatial transformer
   after each res-block), the others plain blocks. cin256-v2: [8, 4, 2] ->
