@@ -1,4 +1,8 @@
-"""SC-MBM (MinD-Vis stage A): the masked autoencoder, its presets and position tables."""
+"""The models: SC-MBM (MinD-Vis stage A) here, the stage B latent diffusion model in `models.ldm`.
+
+Exported here: the masked autoencoder, its presets and position tables; the
+DC-LDM, its presets and samplers are imported from `mindvis.models.ldm`.
+"""
 
 from mindvis.models.pos_embed import interpolate_pos_table, sincos_1d, sincos_table
 from mindvis.models.presets import PRESETS, ArchSpec, MbmModelConfig, resolve_arch

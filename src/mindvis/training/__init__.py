@@ -1,7 +1,13 @@
-"""SC-MBM training (MinD-Vis stage A): schedule, optimizer, resumable checkpoints, DDP, the loop.
+"""Training of every stage: SC-MBM (MinD-Vis stage A) and the latent diffusion model (stage B).
 
-The commands live in cli_pretrain (`pretrain-mbm`, stage A1) and cli_finetune
-(`finetune-mbm`, stage A2); both are thin wrappers of library functions there.
+Stage A: mbm_trainer (the loop), schedule, optim; commands cli_pretrain
+(`pretrain-mbm`, A1) and cli_finetune (`finetune-mbm`, A2).
+Stage B: ldm_trainer (the demo prior's VQ autoencoder and label2img UNet, and
+DC-LDM fine-tuning); commands cli_autoencoder, cli_label2img and
+cli_finetune_ldm (`finetune-ldm`).
+Shared: checkpointing (resume files), distributed (DDP), input_identity
+(resume fingerprints), job (the shell of the stage B commands).
+The names exported here are stage A's; stage B's live in ldm_trainer.
 """
 
 from mindvis.training.mbm_trainer import (
