@@ -12,8 +12,7 @@ inputs (by content hash), valid results, clean errors, failures; then every fail
     python benchmarks/fuzz_readers.py --cases 1000 --readers bdata-h5 god-npz
     python benchmarks/fuzz_readers.py --list
 
-Exit code 1 when any reader failed. Readers in modules the issue left to others
-(bold5000-npz, hcp-npz) are run too and reported like the rest.
+Exit code 1 when any reader failed.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def test_loader_rejects_inconsistent_files(tmp_path):
     with pytest.raises(InputDataError, match=r"c\.npz: missing key 'arr_3'"):
         load_bold5000_npz(tmp_path / "c.npz")
     (tmp_path / "d.npz").write_bytes(b"garbage")
-    with pytest.raises(InputDataError, match=r"d\.npz: not a readable npz"):
+    with pytest.raises(InputDataError, match=r"d\.npz: cannot read npz"):
         load_bold5000_npz(tmp_path / "d.npz")
 
 

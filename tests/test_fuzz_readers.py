@@ -21,16 +21,12 @@ from mindvis.utils.errors import InputDataError
 # examples per reader in the suite (the slower readers, which run a whole preprocessing step, fewer)
 EXAMPLES = {"bdata-h5": 30, "god-csv-via-preprocess": 20, "image-id-csv": 30, "cifti-dtseries": 12,
             "nifti-run": 20, "nifti-run-gz": 20, "nifti-labels": 15, "god-npz": 30, "stimuli-npz": 20,
-            "samples-npz": 30, "checkpoint-zip": 30, "checkpoint-legacy": 30, "bold5000-presentation-list": 25,
-            "bold5000-imgnames": 20,
+            "samples-npz": 30, "hcp-npz": 30, "bold5000-npz": 30, "checkpoint-zip": 30, "checkpoint-legacy": 30,
+            "bold5000-presentation-list": 25, "bold5000-imgnames": 20,
             # `mindvis inspect` on the same kinds of malformed files
             "inspect-bdata-h5": 10, "inspect-image-id-csv": 10, "inspect-cifti-dtseries": 6, "inspect-nifti-run-gz": 10,
             "inspect-god-npz": 10, "inspect-checkpoint-zip": 10, "inspect-checkpoint-legacy": 10,
             "inspect-bold5000-imgnames": 10}
-# Readers in modules other engineers own (data/bold5000.py, data/hcp.py) that fuzzing still breaks:
-# left out of the property runs; each break is pinned by a strict xfail below, which fails (XPASS)
-# once the module reads through mindvis.io.npz, the signal to move the reader into EXAMPLES.
-KNOWN_BROKEN = {"bold5000-npz", "hcp-npz"}
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +56,16 @@ def test_reader_gives_a_result_or_a_clean_error(name, scratch):
     check()
 
 
-@pytest.mark.xfail(strict=True, reason="data/bold5000.py reads npz members unguarded: a bad CRC raises BadZipFile, "
-                                       "a pickled member ValueError (fix: read through mindvis.io.npz.open_npz)")
-def test_known_break_bold5000_npz_damaged_member(scratch):
+def test_bold5000_npz_damaged_member_is_a_clean_error(scratch):
+    """Found by fuzzing: data/bold5000.py read npz members unguarded (a bad CRC raised BadZipFile,
+    a pickled member ValueError); it now reads through mindvis.io.npz.open_npz."""
     outcome = reader_fuzz.run_case(reader_fuzz.TARGETS["bold5000-npz"], reader_fuzz.npz_member_corrupt, 0, scratch)
     assert outcome.result in ("valid", "clean-error"), outcome.detail
 
 
-@pytest.mark.xfail(strict=True, reason="data/hcp.py concatenates areas of any dtype: a datetime64 area raises "
-                                       "DTypePromotionError (fix: require real numeric areas)")
-def test_known_break_hcp_npz_datetime_area(scratch):
+def test_hcp_npz_area_of_a_non_numeric_dtype_is_a_clean_error(scratch):
+    """Found by fuzzing: data/hcp.py concatenated areas of any dtype (a datetime64 area raised
+    DTypePromotionError); areas must now hold real numbers."""
     mutation = reader_fuzz.npz_wrong_dtype
     for seed in range(40):  # the seeds that give datetime64 to an area
         outcome = reader_fuzz.run_case(reader_fuzz.TARGETS["hcp-npz"], mutation, seed, scratch)
@@ -80,8 +76,6 @@ def test_every_mutation_of_every_reader_once(scratch):
     """Each mutation kind at least once per reader (hypothesis may not draw them all)."""
     failures = []
     for name, target in reader_fuzz.TARGETS.items():
-        if name in KNOWN_BROKEN:
-            continue
         for mutation in target.mutations:
             outcome = reader_fuzz.run_case(target, mutation, 7, scratch)
             if outcome.result not in ("valid", "clean-error"):

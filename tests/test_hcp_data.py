@@ -57,7 +57,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(InputDataError, match="do not add up"):
         hcp_source(tmp_path / "rl.npz", 10)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(InputDataError, match=r"junk\.npz: not a readable npz"):
+    with pytest.raises(InputDataError, match=r"junk\.npz: cannot read npz"):
         hcp_source(tmp_path / "junk.npz", 10)
     write_npz(tmp_path / "short.npz", 5)
     with pytest.raises(InputDataError, match="no samples"):

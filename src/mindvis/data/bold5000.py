@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from torch.utils.data import Dataset
 
 from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, wrap_pad
 from mindvis.data.normalisation import check_normalisation, clean_rows, join_blocks, reference_normalize, stats_of
+from mindvis.io.npz import NpzArchive, open_npz, read_npy
 from mindvis.utils.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ ROIS = ("EarlyVis", "LOC", "OPA", "PPA", "RSC")
 HEMISPHERES = ("LH", "RH")
 ROI_ARRAY_NAME = "CSI{subject}_GLMbetas-TYPED-FITHRF-GLMDENOISE-RR_allses_{label}.npy"
 SPLITS = ("train", "test", "test_trials")
+REAL, INTEGER = "fiu", "iu"  # numpy dtype kinds a member may have
 RENAMED_NORMALISATIONS = {"train": "clean", "subject_all": "reference"}  # names before docs/reference.md §3
 
 
@@ -113,10 +114,16 @@ class Bold5000SubjectData:
         )
 
 
-def _require(data, path: Path, key: str) -> np.ndarray:
+def _require(data: NpzArchive, path: Path, key: str, kinds: str | None = None) -> np.ndarray:
+    """Member `key`; with `kinds` (numpy dtype kinds, e.g. "iu") its dtype must be one of them, so that
+    casting it cannot silently truncate floats to indices or drop imaginary parts."""
     if key not in data.files:
         raise InputDataError(path, f"missing key '{key}' (not a BOLD5000 npz from preprocess-bold5000?)")
-    return data[key]
+    arr = data[key]
+    if kinds is not None and arr.dtype.kind not in kinds:
+        what = "integers" if kinds == INTEGER else "real numbers"
+        raise InputDataError(path, f"{key} must hold {what}, got dtype {arr.dtype}")
+    return arr
 
 
 def load_bold5000_npz(path: str | os.PathLike, with_images: bool = True) -> Bold5000SubjectData:
@@ -124,16 +131,19 @@ def load_bold5000_npz(path: str | os.PathLike, with_images: bool = True) -> Bold
     path = Path(path)
     if not path.is_file():
         raise InputDataError(path, "BOLD5000 subject npz not found (run `mindvis preprocess-bold5000` first)")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputDataError(path, f"not a readable npz file (truncated or corrupt?): {exc}") from None
+    try:  # member reads are guarded by open_npz; what remains is a member of the wrong type or shape
+        return _load_bold5000_npz(path, open_npz(path, "BOLD5000 subject npz"), with_images)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InputDataError(path, f"not a BOLD5000 subject npz: {type(exc).__name__}: {exc}") from None
+
+
+def _load_bold5000_npz(path: Path, data: NpzArchive, with_images: bool) -> Bold5000SubjectData:
     with data:
-        train = _require(data, path, "arr_0").astype(np.float32, copy=False)
-        trials = _require(data, path, "arr_1").astype(np.float32, copy=False)
-        test = _require(data, path, "arr_2").astype(np.float32, copy=False)
-        index = _require(data, path, "arr_3").astype(np.int64)
-        owner = _require(data, path, "test_trial_image_index").astype(np.int64)
+        train = _require(data, path, "arr_0", REAL).astype(np.float32, copy=False)
+        trials = _require(data, path, "arr_1", REAL).astype(np.float32, copy=False)
+        test = _require(data, path, "arr_2", REAL).astype(np.float32, copy=False)
+        index = _require(data, path, "arr_3", INTEGER).astype(np.int64)
+        owner = _require(data, path, "test_trial_image_index", INTEGER).astype(np.int64)
         v = train.shape[1] if train.ndim == 2 else -1
         for key, arr in (("arr_1", trials), ("arr_2", test)):
             if arr.ndim != 2 or arr.shape[1] != v:
@@ -152,7 +162,7 @@ def load_bold5000_npz(path: str | os.PathLike, with_images: bool = True) -> Bold
         numbers = {}
         for key, rows in (("train_trial_index", train.shape[0]), ("test_trial_index", trials.shape[0])):
             if key in data.files:
-                numbers[key] = data[key].astype(np.int64)
+                numbers[key] = _require(data, path, key, INTEGER).astype(np.int64)
                 if numbers[key].shape != (rows,):
                     raise InputDataError(path, f"{key} has shape {numbers[key].shape}, expected ({rows},)")
         out = Bold5000SubjectData(
@@ -191,10 +201,9 @@ def load_roi_arrays(
         path = py_dir / ROI_ARRAY_NAME.format(subject=subject, label=label)
         if not path.is_file():
             raise InputDataError(path, "per-ROI betas file not found")
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise InputDataError(path, f"not a readable .npy file: {exc}") from None
+        arr = read_npy(path, "per-ROI betas file")
+        if arr.dtype.kind not in "fiu":  # concatenating e.g. datetime64 with floats would raise deep in numpy
+            raise InputDataError(path, f"must hold real numbers, got dtype {arr.dtype}")
         if arr.ndim != 2 or (arrays and arr.shape[0] != arrays[0].shape[0]):
             raise InputDataError(path, f"shape {arr.shape} disagrees with the other ROI files (trials, voxels)")
         arrays.append(arr)

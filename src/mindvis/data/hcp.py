@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mindvis.io.npz import open_npz
 from mindvis.utils.errors import InputDataError
 
 log = logging.getLogger(__name__)
@@ -39,20 +40,20 @@ DEFAULT_WINDOW = 10  # frames per sample, as the reference: 7.2 s at HCP's TR of
 def load_hcp_voxels(path: str | os.PathLike, areas: Sequence[str] = HCP_AREAS) -> tuple[np.ndarray, np.ndarray]:
     """(frames, V) float32 with the areas concatenated in order, and the run lengths."""
     p = Path(path)
-    if not p.is_file():
-        raise InputDataError(p, "file not found")
-    try:
-        with np.load(p, allow_pickle=False) as npz:
-            missing = [a for a in areas if a not in npz.files]
-            if missing:
-                raise InputDataError(p, f"missing keys {missing} (has {sorted(npz.files)})")
-            parts = [np.asarray(npz[a]) for a in areas]
-            run_lengths = np.asarray(npz["run_lengths"]).astype(np.int64) if "run_lengths" in npz.files else None
-    except InputDataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - zip/pickle/format errors of a damaged npz
-        raise InputDataError(p, f"not a readable npz ({type(exc).__name__}: {exc})") from None
+    with open_npz(p, "HCP visual-voxel npz") as npz:  # member reads give a clean error on any defect
+        missing = [a for a in areas if a not in npz.files]
+        if missing:
+            raise InputDataError(p, f"missing keys {missing} (has {sorted(npz.files)})")
+        parts = [np.asarray(npz[a]) for a in areas]
+        run_lengths = np.asarray(npz["run_lengths"]) if "run_lengths" in npz.files else None
+    if run_lengths is not None:
+        if run_lengths.dtype.kind not in "iu" or run_lengths.ndim != 1:
+            raise InputDataError(p, f"run_lengths must be a 1-D integer array, got {run_lengths.dtype} "
+                                    f"{run_lengths.shape}")
+        run_lengths = run_lengths.astype(np.int64)
     for area, part in zip(areas, parts):
+        if part.dtype.kind not in "fiub":  # concatenating e.g. datetime64 with floats raises deep in numpy
+            raise InputDataError(p, f"{area} must hold real numbers, got dtype {part.dtype}")
         if part.ndim != 2 or part.shape[0] != parts[0].shape[0]:
             raise InputDataError(
                 p, f"{area} has shape {part.shape}; expected (frames, voxels) with the frames of {areas[0]}"
