@@ -2,7 +2,7 @@
 
 `load_god_npz` reads one subject file, ours (`preprocess-god`) or MinD-Vis's
 own released one, unchanged: `arr_0`..`arr_3` are required, `arr_4`.. and the
-ROI mask keys are optional (REFERENCE.md section 2).
+ROI mask keys are optional (docs/reference.md §9.1, §2).
 
 `GodFmriDataset` applies MinD-Vis's conventions (docs/reference.md section 2,
 `mindvis.data.conventions`, `mindvis.data.normalisation`), in the reference's order:
