@@ -1,4 +1,4 @@
-"""The shared voxel encoding model behind every simulated dataset (DESIGN.md section 5).
+"""The shared voxel encoding model behind every simulated dataset (README, "What the embedded default does").
 
 One `VoxelModel` stands for one simulated brain: a set of ROIs whose voxels sit
 on a 2 mm grid and respond to images.

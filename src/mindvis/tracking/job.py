@@ -1,6 +1,6 @@
 """`JobTracker`: the MLflow run of one pipeline job.
 
-Design rules (DESIGN.md section 6):
+Design rules (README, "Tracking (MLflow)"):
 - one run per Snakemake job, named `rule[key=value,...]`, tagged with rule,
   wildcards, dataset, subject, package version and git commit;
 - params are the job's config section, flattened with dotted keys;
