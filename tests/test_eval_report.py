@@ -1,4 +1,4 @@
-"""The HTML report: parses, holds the table (measured + quoted rows) and embedded images, no URLs."""
+"""The HTML report from older metrics.json files (no controls, no intervals): parses, holds the headline\nand quoted tables and embedded images, no URLs. tests/test_report_render.py covers the controls."""
 
 from __future__ import annotations
 
@@ -95,6 +95,8 @@ def report_inputs(tmp_path):
 
 
 def test_report_renders_table_images_and_no_urls(tmp_path, report_inputs):
+    # These metrics.json files predate the controls and intervals: the page still renders, the headline
+    # holds the model and chance only, and no column of the controls appears.
     paths, grids, samplers = report_inputs
     out = tmp_path / "results" / "report.html"
     summary = write_report(gather_inputs(paths, grids, samplers), out)
@@ -103,19 +105,20 @@ def test_report_renders_table_images_and_no_urls(tmp_path, report_inputs):
     parser = Collector()
     parser.feed(text)
 
-    table = parser.tables["metrics"]
-    header, rows = table[0], table[1:]
-    assert header[:4] == ["dataset", "subject", "protocol", "source"]
-    assert "n-way top-1 (exact)" in header and "FID (Inception 2048)" not in header[:4]
-    measured = [r for r in rows if r[3] == "measured"]
-    quoted = [r for r in rows if r[3] == QUOTED_TAG]
-    assert [(r[0], r[1]) for r in measured] == [("bold5000", "4"), ("god", "1")]
-    assert len(quoted) == 3 and all(r[0] == "god" and r[1] == "3" for r in quoted)
-    col = header.index("n-way top-1 (exact)")
-    assert measured[1][col].startswith("61.0 %") and "chance 20.0 %" in measured[1][col]
-    sampled = header.index("n-way top-1 (sampled)")
-    assert [r[sampled] for r in quoted] == ["23.9 %", "22.6 % (max)", "19.2 %"]
-    assert quoted[0][header.index("FID-64 (reference variant)")] == "1.67"
+    header, *rows = parser.tables["headline"]
+    assert header[:2] == ["run", "decoder"] and "5-way top-1" in header
+    assert "closer to a training image" not in header  # no run has the copy check
+    assert rows == [
+        ["BOLD5000 · CSI4", "model", "0.420", "0.800"], ["chance", "0.200", "0.500"],
+        ["GOD · subject 1", "model", "0.610", "0.800"], ["chance", "0.200", "0.500"],
+    ]
+    assert header[2:] == ["5-way top-1", "identification by PCC"]
+    assert "shuffled fMRI" not in text.split('id="headline"')[1].split("</table>")[0]
+
+    quoted = parser.tables["quoted"]
+    assert len(quoted) == 4 and QUOTED_TAG in text
+    assert [r[1] for r in quoted[1:]] == ["23.9 %", "22.6 % (max of 5 sets)", "19.2 %"]
+    assert quoted[1][2] == "1.67"
 
     # Two grids + the sampler plot, every one an embedded PNG that decodes.
     assert len(parser.images) == 3
@@ -126,8 +129,8 @@ def test_report_renders_table_images_and_no_urls(tmp_path, report_inputs):
     assert not [u for u in parser.links if u.startswith(("http://", "https://", "//"))]
     assert "http://" not in text and "https://" not in text
     # Grid captions come from the metrics.json beside each grid; the sampler table is there.
-    assert "god / subject 1" in text and "bold5000 / subject 4" in text
-    assert [r[0] for r in parser.tables["samplers"][1:]] == ["plms", "plms", "dpmpp"]
+    assert "GOD · subject 1" in text and "BOLD5000 · CSI4" in text
+    assert [r[0] for r in parser.tables["samplers"][1:]] == ["PLMS", "PLMS", "DPM-Solver++ 2M"]
     assert "needs Inception-v3 weights" in text  # skipped metrics are explained
 
 
@@ -157,7 +160,8 @@ def test_report_bad_inputs_name_the_file(tmp_path, report_inputs):
 
 
 def test_value_formatting():
-    assert format_value("nway_top1_exact", 0.2345) == "23.4 %"
-    assert format_value("fid_judge_features", 1.933) == "1.933"
+    assert format_value("nway_top1_exact", 0.2346) == "0.235"  # rates: three decimals
+    assert format_value("fid_judge_features", 1.933) == "1.93"  # others: three significant digits
+    assert format_value("fid_judge_features", 0.0020516) == "0.00205"
     assert format_value("mse_raw_mean", 4984.8) == "4985"
     assert format_value("pcc_raw_mean", None) == "n/a"
