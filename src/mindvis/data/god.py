@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from mindvis.data.normalisation import (
     reference_normalize,
     stats_of,
 )
+from mindvis.io.npz import open_npz, read_npz
 from mindvis.utils.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
@@ -115,26 +115,6 @@ class GodSubjectData:
         return np.repeat(np.arange(n_images, dtype=np.int64), n_trials // n_images)
 
 
-def _open_npz(path: Path, what: str) -> np.lib.npyio.NpzFile:
-    if not path.is_file():
-        raise InputDataError(path, f"{what} not found")
-    try:
-        obj = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputDataError(path, f"not a readable npz file (truncated or corrupt?): {exc}") from None
-    if not isinstance(obj, np.lib.npyio.NpzFile):
-        raise InputDataError(path, f"is a single .npy array, not an npz archive ({what})")
-    return obj
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    with _open_npz(path, "GOD subject npz") as npz:
-        try:
-            return {key: npz[key] for key in npz.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-            raise InputDataError(path, f"npz member unreadable (truncated or corrupt?): {exc}") from None
-
-
 def _as_index(path: Path, arr: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim != 1:
         raise InputDataError(path, f"{name} must be 1-D, got shape {arr.shape}")
@@ -168,7 +148,7 @@ def load_god_npz(path: str | os.PathLike, keep_dtype: bool = False) -> GodSubjec
     the reference normalises in the file's own dtype).
     """
     path = Path(path)
-    raw = _read_npz(path)
+    raw = read_npz(path, "GOD subject npz")
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
         raise InputDataError(path, f"missing key(s) {', '.join(missing)} (keys present: {', '.join(sorted(raw))})")
@@ -208,13 +188,10 @@ def load_god_npz(path: str | os.PathLike, keep_dtype: bool = False) -> GodSubjec
 
 def _load_images(path: Path, split: str, image_index: np.ndarray) -> np.ndarray:
     key = "train_images" if split == "train" else "test_images"
-    with _open_npz(path, "images npz") as npz:
+    with open_npz(path, "images npz") as npz:
         if key not in npz.files:
             raise InputDataError(path, f"has no '{key}' (keys: {', '.join(npz.files)})")
-        try:
-            images = npz[key]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise InputDataError(path, f"'{key}' unreadable (truncated or corrupt?): {exc}") from None
+        images = npz[key]
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise InputDataError(path, f"{key} must be (n, H, W, 3) uint8, got {images.dtype} {images.shape}")
     if image_index.size and image_index.max() >= images.shape[0]:
