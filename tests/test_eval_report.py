@@ -109,8 +109,8 @@ def test_report_renders_table_images_and_no_urls(tmp_path, report_inputs):
     assert header[:2] == ["run", "decoder"] and "5-way top-1" in header
     assert "closer to a training image" not in header  # no run has the copy check
     assert rows == [
-        ["BOLD5000 · CSI4", "model", "0.420", "0.800"], ["chance", "0.200", "0.500"],
         ["GOD · subject 1", "model", "0.610", "0.800"], ["chance", "0.200", "0.500"],
+        ["BOLD5000 · CSI4", "model", "0.420", "0.800"], ["chance", "0.200", "0.500"],
     ]
     assert header[2:] == ["5-way top-1", "identification by PCC"]
     assert "shuffled fMRI" not in text.split('id="headline"')[1].split("</table>")[0]

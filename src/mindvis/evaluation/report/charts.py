@@ -14,6 +14,7 @@ from mindvis.evaluation.report.labels import (
     SOURCE_COLOURS,
     SOURCE_LABELS,
     esc,
+    format_interval,
     format_value,
     is_rate,
     metric_label,
@@ -21,8 +22,8 @@ from mindvis.evaluation.report.labels import (
 )
 from mindvis.evaluation.report.tables import run_order
 
-WIDTH, HEIGHT = 400, 250
-LEFT, RIGHT, TOP, BOTTOM = 46, 12, 28, 44
+WIDTH, HEIGHT = 296, 230  # four panels side by side on a 1280 px window
+LEFT, RIGHT, TOP, BOTTOM = 40, 8, 26, 42
 
 
 def _y_range(name: str, estimates: list[Estimate]) -> tuple[float, float]:
@@ -78,7 +79,7 @@ def metric_chart(name: str, docs: list[dict]) -> str:
             tip = f"{SOURCE_LABELS[key]}: {format_value(name, est.value)}"
             if est.ci:
                 a, b = y(est.ci[0]), y(est.ci[1])
-                tip += f" [{format_value(name, est.ci[0])}–{format_value(name, est.ci[1])}]"
+                tip += f" [{format_interval(name, est.ci, est.value)}]"
                 parts.append(f'<path d="M{cx - 4:.1f},{a:.1f}h8M{cx:.1f},{a:.1f}V{b:.1f}M{cx - 4:.1f},{b:.1f}h8" '
                              f'stroke="{colour}" class="eb"/>')
             parts.append(f'<circle cx="{cx:.1f}" cy="{y(est.value):.1f}" r="4.5" fill="{colour}">'

@@ -119,25 +119,30 @@ def finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def format_value(name: str, value) -> str:
-    """Rates with three decimals; other numbers with three significant digits (no exponent below 1e5)."""
+def decimals(name: str, value) -> int:
+    """Rates: 3. Other numbers: three significant digits (none past the point from 100 up)."""
+    if is_rate(name):
+        return 3
+    if not finite(value) or value == 0 or abs(value) >= 100:
+        return 0 if finite(value) and abs(value) >= 100 else 3
+    return max(0, 2 - math.floor(math.log10(abs(value))))
+
+
+def format_value(name: str, value, places: int | None = None) -> str:
+    """Rates with three decimals; other numbers with three significant digits (or `places` decimals)."""
     if not finite(value):
         return "n/a"
-    if is_rate(name):
-        return f"{value:.3f}"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if value == 0:
+    if value == 0 and places is None and not is_rate(name):
         return "0"
-    digits = max(0, 2 - math.floor(math.log10(abs(value))))
-    return f"{value:.{digits}f}"
+    return f"{value:.{decimals(name, value) if places is None else places}f}"
 
 
-def format_interval(name: str, ci) -> str:
-    """'0.792–0.866' from [lo, hi]; '' when there is no interval."""
+def format_interval(name: str, ci, value=None) -> str:
+    """'0.792–0.866' from [lo, hi], with as many decimals as `value` (the estimate) is shown with."""
     if not isinstance(ci, (list, tuple)) or len(ci) != 2 or not all(finite(v) for v in ci):
         return ""
-    return f"{format_value(name, ci[0])}–{format_value(name, ci[1])}"
+    places = decimals(name, value if finite(value) else max(abs(ci[0]), abs(ci[1])))
+    return f"{format_value(name, ci[0], places)}–{format_value(name, ci[1], places)}"
 
 
 def format_p(p) -> str:

@@ -29,15 +29,17 @@ thead th{background:#f3f3f3;text-align:center} th[scope]{text-align:left;backgro
 td.src,#samplers td:first-child{text-align:left} .ci{color:#555;font-size:12px}
 #headline tbody{border-top:2px solid #999} #headline tr.src-model td{background:#eef4fb}
 #headline td.clear{background:#eaf6ea} #headline td.overlap{background:#fdf1dc}
+table.details{font-size:13px} table.details td,table.details th{padding:3px 6px}
+table.details thead th{white-space:normal}
 #quoted td{text-align:left} #quoted td.note{white-space:normal;min-width:16em}
 details{margin:.4em 0;border:1px solid #e2e2e2;border-radius:4px;padding:.3em .8em}
 summary{cursor:pointer;font-weight:600} ul.note{margin-top:0}
 .legend{display:flex;flex-wrap:wrap;gap:1.2em;font-size:13px;align-items:center}
 .legend i{display:inline-block;width:11px;height:11px;border-radius:50%;margin-right:5px;vertical-align:-1px}
 .legend i.dash{border-radius:0;height:0;border-top:2px dashed #777;width:18px}
-.charts{display:flex;flex-wrap:wrap;gap:12px}
-svg.chart{width:400px;max-width:100%;height:auto;font-size:12px;background:#fff}
-svg .ct{font-weight:600;font-size:13px} svg .yt{text-anchor:end;fill:#444} svg .xt{text-anchor:middle;fill:#333}
+.charts{display:flex;flex-wrap:wrap;gap:10px}
+svg.chart{width:296px;max-width:100%;height:auto;font-size:11px;background:#fff}
+svg .ct{font-weight:600;font-size:12px} svg .yt{text-anchor:end;fill:#444} svg .xt{text-anchor:middle;fill:#333}
 svg .gl{stroke:#e5e5e5} svg .frame{fill:none;stroke:#999} svg .eb{stroke-width:1.6;fill:none}
 svg .chance{stroke:#777;stroke-dasharray:5 4;stroke-width:1.5}
 .grids{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}

@@ -82,6 +82,12 @@ def _cell(key: str, value) -> str:
     return "" if value is None else str(value)
 
 
+def _td(key: str, value) -> str:
+    # The sampler keeps its config name (ddim, dpmpp: what the sampler specs take) as a tooltip.
+    tip = f' title="{esc(value)}"' if key == "sampler" else ""
+    return f"<td{tip}>{esc(_cell(key, value))}</td>"
+
+
 def sampler_plot(rows: list[dict], context: dict | None = None) -> bytes:
     """PNG: each metric vs steps and vs seconds per image, one line per sampler."""
     import matplotlib
@@ -154,7 +160,7 @@ def sampler_section(rows: list[dict], context: dict | None = None) -> str:
     keys += metric_columns(rows)
     keys += [k for k in ("images", "dataset", "subject") if any(k in r for r in rows)]
     head = "".join(f'<th title="{esc(k)}">{esc(_header(k, context))}</th>' for k in keys)
-    body = "".join("<tr>" + "".join(f"<td>{esc(_cell(k, r.get(k)))}</td>" for k in keys) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(_td(k, r.get(k)) for k in keys) + "</tr>" for r in rows)
     plot = sampler_plot(rows, context)
     table = f'<table id="samplers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
     return (f'{_intro(context, rows)}<div class="scroll">{table}</div>'

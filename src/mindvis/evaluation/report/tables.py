@@ -18,6 +18,7 @@ from mindvis.evaluation.report.labels import (
     CHANCE,
     CONTROLS,
     COPY_SHARE,
+    DATASET_NAMES,
     MODEL,
     SOURCE_LABELS,
     esc,
@@ -32,15 +33,18 @@ from mindvis.evaluation.report.labels import (
 EMPTY = "<td></td>"
 
 
-def run_order(doc: dict) -> tuple[str, str, str]:
-    return str(doc.get("dataset")), str(doc.get("subject")), str(doc.get("protocol"))
+def run_order(doc: dict) -> tuple:
+    """GOD, BOLD5000, HCP, then any other dataset; subjects in numeric order."""
+    dataset, subject = str(doc.get("dataset")).lower(), str(doc.get("subject"))
+    rank = list(DATASET_NAMES).index(dataset) if dataset in DATASET_NAMES else len(DATASET_NAMES)
+    return rank, dataset, (int(subject) if subject.isdigit() else 10**9, subject), str(doc.get("protocol"))
 
 
 def estimate_cell(name: str, est: Estimate | None, css: str = "") -> str:
     """'0.829 [0.792–0.866]' on one line; '' for no estimate."""
     if est is None:
         return EMPTY
-    interval = format_interval(name, est.ci)
+    interval = format_interval(name, est.ci, est.value)
     ci = f' <span class="ci">[{esc(interval)}]</span>' if interval else ""
     attr = f' class="{css}"' if css else ""
     return f"<td{attr}><b>{esc(format_value(name, est.value))}</b>{ci}</td>"
@@ -138,7 +142,7 @@ def run_details(doc: dict) -> str:
     copy_html = ""
     if copy:
         share, _ = copy
-        interval = format_interval(COPY_SHARE, share.ci)
+        interval = format_interval(COPY_SHARE, share.ci, share.value)
         copy_html = (f"<p>Closer to a training image than to their own ground truth: "
                      f"<b>{esc(format_value(COPY_SHARE, share.value))}</b>"
                      f"{' [' + esc(interval) + ']' if interval else ''} of the reconstructions.</p>")
