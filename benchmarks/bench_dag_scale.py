@@ -67,6 +67,7 @@ def expected_jobs(n_hcp: int, n_god: int, n_bold5000: int, samplers: bool = True
         finetune_mbm=n_eval,
         finetune_ldm=n_eval,
         generate=n_eval,
+        generate_controls=n_eval,  # evaluate.controls (default true): shuffled fMRI, prior only, train retrieval
         evaluate=n_eval,
         report=1,
         all=1,

@@ -41,9 +41,37 @@ rule train_judge:
         "--rule {rule} > {log} 2>&1"
 
 
+def controls_on():
+    return bool(config["evaluate"].get("controls", True))
+
+
+def evaluate_extra_inputs(wildcards):
+    """The controls (and the subject's training images for the nearest-copy share) and the other seeds."""
+    where = SAMPLES.format(dataset=wildcards.dataset, subject=wildcards.subject)
+    inputs = {"seed_samples": [f"{where}/samples_seed{s}.npz" for s in extra_generation_seeds()]}
+    if controls_on():
+        inputs.update(shuffled=f"{where}/samples_shuffled_fmri.npz", prior=f"{where}/samples_prior_only.npz",
+                      retrieval=f"{where}/samples_train_retrieval.npz", npz=finetune_npz(wildcards),
+                      images=god_images_input(wildcards))
+    return inputs
+
+
+def controls_options(wildcards, input):
+    if not controls_on():
+        return ""
+    images = f" --train-images {input.images}" if input.images else ""
+    return (f"--shuffled-fmri {input.shuffled} --prior-only {input.prior} --train-retrieval {input.retrieval} "
+            f"--train-npz {input.npz}{images}")
+
+
+def seed_options(wildcards, input):
+    return f"--seed-samples {' '.join(input.seed_samples)}" if input.seed_samples else ""
+
+
 rule evaluate:
     priority: 30  # see PRIORITIES in Snakefile
     input:
+        unpack(evaluate_extra_inputs),
         samples=f"{SAMPLES}/samples.npz",
         judge=judge_input,
     output:
@@ -60,14 +88,16 @@ rule evaluate:
     params:
         cfg=section("evaluate"),
         judge=judge_option,
+        controls=controls_options,
+        seeds=seed_options,
     threads: torch_threads("evaluate")
     conda:
         "../envs/torch.yaml"
     log:
         f"{RESULTS}/logs/evaluate/{{dataset}}_{{subject}}.log",
     shell:
-        "python -m mindvis evaluate --samples {input.samples} {params.judge} --out {output.metrics} "
-        "--grid-out {output.grid} --config {params.cfg:q} --rule {rule} "
+        "python -m mindvis evaluate --samples {input.samples} {params.judge} {params.controls} {params.seeds} "
+        "--out {output.metrics} --grid-out {output.grid} --config {params.cfg:q} --rule {rule} "
         "--wildcard dataset={wildcards.dataset} --wildcard subject={wildcards.subject} > {log} 2>&1"
 
 

@@ -142,3 +142,82 @@ rule generate:
         "python -m mindvis generate --model {input.model} --npz {input.npz} {params.images} "
         "--dataset {wildcards.dataset} --out {output.samples} --grid {output.grid} --config {params.cfg:q} "
         "--rule {rule} --wildcard dataset={wildcards.dataset} --wildcard subject={wildcards.subject} > {log} 2>&1"
+
+
+def controls_config():
+    """generate's section with the controls' sample count (evaluate.controls_n_samples)."""
+    n = config["evaluate"].get("controls_n_samples", 1)
+    return json.dumps({**config["stage_b"]["generate"], "n_samples": n}, sort_keys=True)
+
+
+rule generate_controls:
+    # The controls metrics.json's baselines are scored on: the model conditioned on another test
+    # item's fMRI, the model with the condition dropped, and the best-correlated training image.
+    priority: 30  # see PRIORITIES in Snakefile
+    input:
+        model=stage_b_model,
+        npz=finetune_npz,
+        images=god_images_input,
+    output:
+        shuffled=f"{SAMPLES}/samples_shuffled_fmri.npz",
+        prior=f"{SAMPLES}/samples_prior_only.npz",
+        retrieval=f"{SAMPLES}/samples_train_retrieval.npz",
+    wildcard_constraints:
+        dataset="god|bold5000",
+    params:
+        cfg=controls_config(),
+        images=images_option,
+    threads: torch_threads("stage_b", "generate")
+    resources:
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    log:
+        f"{RESULTS}/logs/generate_controls/{{dataset}}_{{subject}}.log",
+    shell:
+        "python -m mindvis generate-controls --model {input.model} --npz {input.npz} {params.images} "
+        "--dataset {wildcards.dataset} --shuffled-out {output.shuffled} --prior-out {output.prior} "
+        "--retrieval-out {output.retrieval} --config {params.cfg:q} --rule {rule} "
+        "--wildcard dataset={wildcards.dataset} --wildcard subject={wildcards.subject} > {log} 2>&1"
+
+
+def extra_generation_seeds():
+    """evaluate.seeds without stage_b.generate.seed (samples.npz has that one), in order, once each."""
+    main = int(config["stage_b"]["generate"]["seed"])
+    seeds = []
+    for seed in config["evaluate"].get("seeds", []):
+        if int(seed) != main and int(seed) not in seeds:
+            seeds.append(int(seed))
+    return seeds
+
+
+def seed_config(wildcards):
+    return json.dumps({**config["stage_b"]["generate"], "seed": int(wildcards.seed)}, sort_keys=True)
+
+
+rule generate_seed:
+    # The same generation with another seed (evaluate.seeds): metrics.json's across_seeds.
+    priority: 30  # see PRIORITIES in Snakefile
+    input:
+        model=stage_b_model,
+        npz=finetune_npz,
+        images=god_images_input,
+    output:
+        f"{SAMPLES}/samples_seed{{seed}}.npz",
+    wildcard_constraints:
+        dataset="god|bold5000",
+        seed=r"\d+",
+    params:
+        cfg=seed_config,
+        images=images_option,
+    threads: torch_threads("stage_b", "generate")
+    resources:
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    log:
+        f"{RESULTS}/logs/generate_seed/{{dataset}}_{{subject}}_{{seed}}.log",
+    shell:
+        "python -m mindvis generate --model {input.model} --npz {input.npz} {params.images} "
+        "--dataset {wildcards.dataset} --out {output} --config {params.cfg:q} --rule {rule} "
+        "--wildcard dataset={wildcards.dataset} --wildcard subject={wildcards.subject} > {log} 2>&1"

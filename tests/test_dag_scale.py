@@ -33,11 +33,11 @@ def scale_tree(tmp_path_factory):
 
 def test_expected_jobs_by_hand():
     jobs = bench.expected_jobs(N_HCP, N_GOD, N_BOLD5000)
-    # 9 evaluated subjects (5 GOD + 4 BOLD5000): stage A2, stage B, sampling and metrics once each
+    # 9 evaluated subjects (5 GOD + 4 BOLD5000): stage A2, stage B, sampling, controls and metrics once each
     assert jobs["preprocess_hcp"] == 60 and jobs["pretrain_mbm"] == 1
-    for rule in ("finetune_mbm", "finetune_ldm", "generate", "evaluate"):
+    for rule in ("finetune_mbm", "finetune_ldm", "generate", "generate_controls", "evaluate"):
         assert jobs[rule] == 9
-    assert sum(jobs.values()) == 60 + 5 + 1 + 4 + 1 + 4 * 9 + 1 + 1 + 1
+    assert sum(jobs.values()) == 60 + 5 + 1 + 4 + 1 + 5 * 9 + 1 + 1 + 1
     assert "compare_samplers" not in bench.expected_jobs(N_HCP, N_GOD, N_BOLD5000, samplers=False)
 
 

@@ -29,7 +29,8 @@ def _per_subject(rule, datasets=("god", "bold5000")):
 
 REPORT = {("report", frozenset())}
 SAMPLER_TABLE = {("compare_samplers", frozenset())}  # on god/1 (micro config)
-_STAGE_B_ALL = _per_subject("finetune_ldm") | _per_subject("generate") | _per_subject("evaluate") | SAMPLER_TABLE | REPORT
+_SAMPLING = _per_subject("generate") | _per_subject("generate_controls")  # the model's samples and its controls
+_STAGE_B_ALL = _per_subject("finetune_ldm") | _SAMPLING | _per_subject("evaluate") | SAMPLER_TABLE | REPORT
 _STAGE_A_ALL = {("pretrain_mbm", frozenset())} | _per_subject("finetune_mbm") | _STAGE_B_ALL
 
 
@@ -174,20 +175,21 @@ def test_changed_image_size_reruns_only_the_image_job_and_god_stage_b(done_workd
     # images_256.npz feeds GOD's stage B pairs; the prior and the judge learn stimuli.npz instead.
     (done_workdir / "change_images.yaml").write_text("god:\n  images:\n    size: 24\n")
     jobs = planned_jobs(done_workdir, configfiles=("change_images.yaml",))
-    god_b = _per_subject("finetune_ldm", ("god",)) | _per_subject("generate", ("god",)) | _per_subject("evaluate", ("god",))
+    god_b = {job for job in _per_subject("finetune_ldm") | _SAMPLING | _per_subject("evaluate")
+             if ("dataset", "god") in job[1]}
     assert jobs == {("preprocess_god_images", frozenset())} | god_b | SAMPLER_TABLE | REPORT
 
 
 def test_changed_simulation_param_reruns_that_chain_only(done_workdir):
     (done_workdir / "change_sim.yaml").write_text("bold5000:\n  simulate:\n    snr: 0.7\n")
     jobs = planned_jobs(done_workdir, configfiles=("change_sim.yaml",))
-    chain = {"finetune_mbm", "finetune_ldm", "generate", "evaluate"}
+    chain = {"finetune_mbm", "finetune_ldm", "generate", "generate_controls", "evaluate"}
     assert {rule for rule, _ in jobs} == {"simulate_bold5000", "preprocess_bold5000", "report"} | chain
     for rule in chain:  # GOD's models and the sampler table (on god/1) are untouched
         assert {wc for r, wc in jobs if r == rule} == {
             frozenset({("dataset", "bold5000"), ("subject", s)}) for s in ("1", "4")
         }
-    assert len(jobs) == 13
+    assert len(jobs) == 15
 
 
 def test_changed_finetune_param_reruns_only_finetuning(done_workdir):
@@ -198,7 +200,7 @@ def test_changed_finetune_param_reruns_only_finetuning(done_workdir):
 def test_changed_generate_param_reruns_sampling_and_scoring_only(done_workdir):
     (done_workdir / "change_gen.yaml").write_text("stage_b:\n  generate:\n    steps: 3\n")
     jobs = planned_jobs(done_workdir, configfiles=("change_gen.yaml",))
-    assert jobs == _per_subject("generate") | _per_subject("evaluate") | REPORT
+    assert jobs == _SAMPLING | _per_subject("evaluate") | REPORT
 
 
 def test_changed_metric_param_reruns_scoring_only(done_workdir):
@@ -243,6 +245,17 @@ def test_metrics_carry_definitions_and_chance(done_workdir):
     nway = [v for v in _records(metrics) if "way" in v.get("label", "").lower()]
     assert nway, "no n-way metric in metrics.json"
     assert all(0.0 <= v["value"] <= 1.0 for v in nway)
+
+
+def test_metrics_carry_controls_and_intervals(done_workdir):
+    import json
+
+    metrics = json.loads((done_workdir / "results/metrics/bold5000/1/metrics.json").read_text())
+    assert all(rec["ci95"][0] <= rec["ci95"][1] for rec in metrics["metrics"].values())
+    assert "p_value" in metrics["metrics"]["identification_pcc"]
+    assert set(metrics["baselines"]) == {"shuffled_fmri", "prior_only", "train_retrieval", "nearest_train_copy",
+                                         "chance"}
+    assert set(metrics["baselines"]["shuffled_fmri"]) == set(metrics["metrics"])
 
 
 def _records(node):
@@ -309,6 +322,7 @@ def test_added_subject_runs_only_its_jobs_and_the_report(done_workdir):
         ("finetune_mbm", new),
         ("finetune_ldm", new),
         ("generate", new),
+        ("generate_controls", new),
         ("evaluate", new),
     } | REPORT
 

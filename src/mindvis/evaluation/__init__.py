@@ -7,6 +7,9 @@ Modules, each usable on its own:
   nsd_suite       PixCorr, grayscale SSIM, 2-way identification on network features
   judges          classifiers and feature extractors; weights from local files only
   judge_training  the embedded default's small CNN judge
+  uncertainty     bootstrap intervals over test items, permutation p-values against chance
+  controls        the controls (shuffled fMRI, prior only, train retrieval, nearest training copy)
+                  and the spread over generation seeds, around `evaluate_samples`
   report          the HTML report across datasets and subjects
 
 This file holds the protocol that runs them all on one samples file
@@ -22,7 +25,7 @@ samples.npz (written by the generate step; read by `load_samples`):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ from mindvis.utils.errors import InputDataError
 
 log = logging.getLogger(__name__)
 
-METRICS_FORMAT = "mindvis-metrics/1"
+METRICS_FORMAT = "mindvis-metrics/2"
 
 
 @dataclass
@@ -56,6 +59,11 @@ class EvaluateConfig:
     clip_arch: str = "vit_large_patch14_clip_quickgelu_224"  # timm definition the CLIP weights fill
     grid_rows: int = 10  # test items shown in the reconstruction grid (evenly spaced over the test set)
     grid_cell_max: int = 128  # grid cells larger than this (px) are downscaled, to keep the report small
+    bootstrap: int = 1000  # resamples of the test items behind every metric's ci95 (0 = no intervals)
+    permutations: int = 1000  # random pairings behind the p-values of n-way and identification (0 = none)
+    controls: bool = True  # the DAG generates and scores the controls (shuffled fMRI, prior only, train retrieval)
+    controls_n_samples: int = 1  # K per test item of the generated controls (same sampler and noise as the model's)
+    seeds: list[int] = field(default_factory=list)  # generation seeds besides stage_b.generate.seed: mean +- sd
 
 
 # ----------------------------------------------------------------------------- input
@@ -115,10 +123,12 @@ ID_RULE = (
 )
 
 
-def _nway_records(gen_probs, gt_probs, cfg: EvaluateConfig, rng) -> dict[str, dict]:
+def _nway_records(gen_probs, gt_probs, cfg: EvaluateConfig, rng) -> tuple[dict[str, dict], dict[str, object]]:
     from mindvis.evaluation.nway import n_way_top1
+    from mindvis.evaluation.uncertainty import ItemMeans, NWayHits, hit_table
 
-    res = n_way_top1(gen_probs, gt_probs, cfg.n_way, cfg.trials, rng).summary()
+    result = n_way_top1(gen_probs, gt_probs, cfg.n_way, cfg.trials, rng)
+    res = result.summary()
     common = {"n": res["n"], "trials": res["trials"], "n_classes": res["n_classes"]}
     rule = (
         f"{res['n']}-way top-1 (MinD-Vis protocol): judge = {cfg.judge}; ground-truth class = judge argmax on the "
@@ -127,11 +137,12 @@ def _nway_records(gen_probs, gt_probs, cfg: EvaluateConfig, rng) -> dict[str, di
         f"{res['n']} on the generated image; mean over test images."
     )
     full = n_way_top1(gen_probs, gt_probs, res["n_classes"], 1, rng).summary()
-    return {
+    records = {
         "nway_top1_sampled": _record(
             res["sampled_mean"], f"{res['n']}-way top-1 (sampled)",
             rule + f" Monte-Carlo with {res['trials']} trials per image. Value: mean over the K sample sets; "
-            "'best' = max over them (the reference reports both).",
+            "'best' = max over them (the reference reports both). No p_value of its own: nway_top1_exact's is "
+            "the test of the same expectation.",
             res["chance"], True, best=res["sampled_max"], per_set=res["sampled_per_set"], **common,
         ),
         "nway_top1_exact": _record(
@@ -148,9 +159,21 @@ def _nway_records(gen_probs, gt_probs, cfg: EvaluateConfig, rng) -> dict[str, di
             n_classes=full["n_classes"],
         ),
     }
+    probs = np.asarray(gen_probs, np.float64)
+    views = {
+        "nway_top1_sampled": ItemMeans(result.per_image_sampled),
+        "nway_top1_exact": NWayHits(np.stack([hit_table(probs[:, k], res["n"]) for k in range(probs.shape[1])]),
+                                    result.gt_classes),
+        "top1_all_classes": NWayHits(np.stack([hit_table(probs[:, k], full["n_classes"])
+                                               for k in range(probs.shape[1])]), result.gt_classes),
+    }
+    return records, views
 
 
-def _pixel_records(per_set: list[dict]) -> dict[str, dict]:
+def _pixel_records(matrix_sets: list[dict]) -> dict[str, dict]:
+    from mindvis.evaluation.identification import pairwise_pixel_identification
+
+    per_set = [pairwise_pixel_identification(None, None, matrices=m) for m in matrix_sets]
     out = {}
     spec = {
         "identification_mse": ("ID MSE", f"Pair-wise identification by pixel MSE (float, 0..255 scale): {ID_RULE} "
@@ -182,34 +205,40 @@ def evaluate_samples(
     judge=None,
     test_labels: np.ndarray | None = None,
     identity: dict[str, Any] | None = None,
+    features_out: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Every metric for one samples file; returns the metrics.json document.
 
     samples (n, K, H, W, 3) uint8, ground_truth (n, H, W, 3) uint8. `judge`: a loaded
     `judges.Judge` (else loaded from cfg.judge / cfg.judge_weights). Metrics whose
-    weights are not configured are listed under "skipped" with the reason.
+    weights are not configured are listed under "skipped" with the reason. Every record gets
+    ci95 (and the main ones a p_value; `uncertainty`). features_out, when given, receives the
+    judge's penultimate features: "gt" (n, D) and "gen" (n, K, D).
     """
     import torch
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
     try:
-        return _evaluate(samples, ground_truth, cfg, judge, test_labels, identity)
+        return _evaluate(samples, ground_truth, cfg, judge, test_labels, identity, features_out)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, identity) -> dict:
+def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, identity, features_out) -> dict:
     import torch
 
     from mindvis.evaluation import judges as J
     from mindvis.evaluation.fid import fid_over_sample_sets
-    from mindvis.evaluation.identification import (
-        identification_rates,
-        pairwise_pixel_identification,
-        two_way_identification,
+    from mindvis.evaluation.identification import identification_rates, pixel_score_matrices
+    from mindvis.evaluation.nsd_suite import batched_features, nsd_item_scores, summarise_nsd
+    from mindvis.evaluation.uncertainty import (
+        Frechet,
+        ItemMeans,
+        PairScores,
+        UncertaintyConfig,
+        attach_uncertainty,
     )
-    from mindvis.evaluation.nsd_suite import batched_features, nsd_metrics
     from mindvis.utils.seeding import seed_everything
 
     rng = seed_everything(cfg.seed)
@@ -224,6 +253,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
     if cfg.inception_weights:
         inception = J.load_inception_net(cfg.inception_weights, "evaluate.inception_weights")
     metrics: dict[str, dict] = {}
+    views: dict[str, object] = {}  # per metric, what it is made of item by item (uncertainty.py)
     skipped: dict[str, str] = {}
     counts = {"n_test": int(n_test), "k_samples": int(k_sets), "image_size": [int(s) for s in samples.shape[2:4]]}
     log.info("evaluating %d test items x %d samples of %s px", n_test, k_sets, counts["image_size"])
@@ -233,17 +263,28 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
     flat_probs, flat_feats = judge.run(samples.reshape(-1, *samples.shape[2:]), cfg.batch_size)
     gen_probs = flat_probs.reshape(n_test, k_sets, -1)
     gen_feats = flat_feats.reshape(n_test, k_sets, -1)
-    metrics.update(_nway_records(gen_probs, gt_probs, cfg, rng))
+    if features_out is not None:
+        features_out.update(gt=gt_feats, gen=gen_feats)
+    records, item_views = _nway_records(gen_probs, gt_probs, cfg, rng)
+    metrics.update(records)
+    views.update(item_views)
     if test_labels is not None:
-        agree = float(np.mean(gt_probs.argmax(1) == test_labels))
+        agree = gt_probs.argmax(1) == test_labels
         metrics["judge_gt_accuracy"] = _record(
-            agree, "judge acc. on GT", "Judge argmax on the ground-truth images vs the dataset labels: how well the "
-            "judge itself knows the test stimuli (not a decoding metric).", 1.0 / judge.n_classes, True,
+            float(np.mean(agree)), "judge acc. on GT", "Judge argmax on the ground-truth images vs the dataset "
+            "labels: how well the judge itself knows the test stimuli (not a decoding metric).",
+            1.0 / judge.n_classes, True,
         )
+        views["judge_gt_accuracy"] = ItemMeans(agree.astype(np.float64)[:, None])
 
     # --- pixels: pair-wise identification + raw means ---------------------------------
-    pixel_sets = [pairwise_pixel_identification(samples[:, k], ground_truth, with_ssim=cfg.ssim) for k in range(k_sets)]
+    pixel_sets = [pixel_score_matrices(samples[:, k], ground_truth, with_ssim=cfg.ssim) for k in range(k_sets)]
     metrics.update(_pixel_records(pixel_sets))
+    for name in pixel_sets[0]:
+        stacked = np.stack([m[name] for m in pixel_sets])  # (K, n, n)
+        higher = name != "mse"
+        views[f"identification_{name}"] = PairScores(stacked, higher)
+        views[f"{name}_raw_mean"] = ItemMeans(np.diagonal(stacked, axis1=1, axis2=2).T)
     if not cfg.ssim:
         skipped["identification_ssim"] = "switched off (evaluate.ssim: false)"
 
@@ -253,16 +294,18 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
         lpips = J.load_lpips(cfg.alexnet_weights, cfg.lpips_weights, keys, alexnet=alexnet)
         lpips.to(cfg.device)
         gts_t = torch.from_numpy(ground_truth).permute(0, 3, 1, 2).to(cfg.device)
-        rates = []
+        rates, matrices = [], []
         for k in range(k_sets):
             preds_t = torch.from_numpy(np.ascontiguousarray(samples[:, k])).permute(0, 3, 1, 2).to(cfg.device)
             # One row = one generated image against every ground truth: n forwards of batch n.
             m = np.stack([lpips(p[None].expand_as(gts_t), gts_t).cpu().numpy() for p in preds_t])
-            rates.append(float(identification_rates(m, higher_is_better=False).mean()))
+            matrices.append(m.reshape(n_test, n_test))
+            rates.append(float(identification_rates(matrices[-1], higher_is_better=False).mean()))
         metrics["identification_lpips"] = _per_set_record(
             rates, "ID LPIPS", f"Pair-wise identification by LPIPS (AlexNet, v0.1 linear weights): {ID_RULE} "
             "(lower LPIPS).", 0.5, True,
         )
+        views["identification_lpips"] = PairScores(np.stack(matrices), higher_is_better=False)
     else:
         skipped["identification_lpips"] = (
             "needs AlexNet weights (evaluate.alexnet_weights, alexnet-owt-7be5be79.pth): not configured"
@@ -276,9 +319,10 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
             f"judge-features FID, not comparable to Inception FID: Fréchet distance between the ground-truth set "
             f"and each sample set in the judge's {judge.feature_dim}-d penultimate features (torchmetrics "
             "FrechetInceptionDistance with the judge as feature extractor). Value: mean over the K sets; 'best' = "
-            "min; 'pooled' = all K*n samples vs the ground truth.",
+            "min; 'pooled' = all K*n samples vs the ground truth." + FID_CI_NOTE,
             None, False, best=fid["min"], per_set=fid["per_set"], pooled=fid["pooled"], features=judge.feature_dim,
         )
+        views["fid_judge_features"] = Frechet(gt_feats, gen_feats.transpose(1, 0, 2))
     if inception is not None:
         for dims, name, label, what in (
             (2048, "fid_inception_2048", "FID (Inception 2048)", "standard 2048-d Inception-v3 pool features"),
@@ -290,9 +334,14 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
             metrics[name] = _record(
                 fid["mean"], label, f"FID with {what}; torchvision Inception-v3 IMAGENET1K_V1 weights (not the TF "
                 f"FID-Inception port), 299 px bilinear, over {n_test} images per set. Value: mean over the K sets; "
-                "'best' = min; 'pooled' = all K*n samples vs the ground truth.",
+                "'best' = min; 'pooled' = all K*n samples vs the ground truth." + FID_CI_NOTE,
                 None, False, best=fid["min"], per_set=fid["per_set"], pooled=fid["pooled"], features=dims,
             )
+            if cfg.bootstrap:  # the interval needs the features themselves: one more forward pass
+                real = batched_features(ext, ground_truth, cfg.batch_size)["features"]
+                fake = np.stack([batched_features(ext, samples[:, k], cfg.batch_size)["features"]
+                                 for k in range(k_sets)])
+                views[name] = Frechet(real, fake)
     else:
         note = (
             "needs Inception-v3 weights (evaluate.inception_weights, inception_v3_google-0cc3c7bd.pth): not configured"
@@ -305,13 +354,20 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
         extractors, missing = _nsd_extractors(cfg, J, batched_features, alexnet, inception)
         skipped.update(missing)
         cache: dict[str, dict] = {}
-        sets = [nsd_metrics(samples[:, k], ground_truth, extractors, cache) for k in range(k_sets)]
-        for k, one in enumerate(sets):  # the judge's features are already computed above
-            one["two_way_judge"] = two_way_identification(gen_feats[:, k], gt_feats)
+        item_sets = [nsd_item_scores(samples[:, k], ground_truth, extractors, cache) for k in range(k_sets)]
+        for k, one in enumerate(item_sets):  # the judge's features are already computed above
+            one["two_way_judge"] = _correlations(gen_feats[:, k], gt_feats)
+        sets = [summarise_nsd(one) for one in item_sets]
         for name in sets[0]:
             label, definition, chance = _NSD_SPEC.get(name, (name, name, 0.5))
             metrics[f"nsd_{name}"] = _per_set_record([s[name] for s in sets], label, definition, chance, True)
+            stacked = np.stack([one[name] for one in item_sets])
+            views[f"nsd_{name}"] = PairScores(stacked, True) if stacked.ndim == 3 else ItemMeans(stacked.T)
 
+    unc = UncertaintyConfig(bootstrap=cfg.bootstrap, permutations=cfg.permutations)
+    attach_uncertainty(metrics, views, int(n_test), unc)
+    for name, rec in metrics.items():
+        rec["definition"] += _uncertainty_note(rec, unc)
     judge_info = judge.describe()
     if cfg.judge_weights:
         judge_info["path"] = str(cfg.judge_weights)
@@ -321,9 +377,35 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
         "protocol": cfg.protocol,
         **counts,
         "judge": judge_info,
+        "uncertainty": unc.describe(),
         "metrics": metrics,
         "skipped": skipped,
     }
+
+
+FID_CI_NOTE = (
+    " ci95: items resampled with replacement, FID recomputed on the resampled features; duplicated images "
+    "shrink the set's spread, so the resampled FIDs sit above the value: read the interval as the spread."
+)
+
+
+def _correlations(pred_features: np.ndarray, gt_features: np.ndarray) -> np.ndarray:
+    from mindvis.evaluation.identification import correlation_matrix
+
+    return correlation_matrix(pred_features, gt_features)
+
+
+def _uncertainty_note(rec: dict, unc) -> str:
+    """One sentence on how this record's ci95 and p_value were made."""
+    note = ""
+    if rec.get("ci95") is not None:
+        note += (f" ci95: 95 % percentile bootstrap over test items ({unc.bootstrap} resamples with replacement, "
+                 f"seed {unc.seed}); pair-wise identification is recomputed on each resampled set (copies of one item "
+                 "are not each other's distractors), means are means over the resampled items.")
+    if "p_value" in rec:
+        note += (f" p_value: one-sided permutation test against chance, {unc.permutations} random pairings of "
+                 "generated and ground-truth items; (1 + #(permuted >= observed)) / (1 + permutations).")
+    return note
 
 
 _NSD_SPEC = {
@@ -373,9 +455,22 @@ def flat_metrics(doc: dict) -> dict[str, float]:
     flat = {}
     for name, rec in doc["metrics"].items():
         flat[name] = rec["value"]
-        for extra in ("best", "pooled"):
+        for extra in ("best", "pooled", "p_value"):
             if extra in rec:
                 flat[f"{name}.{extra}"] = rec[extra]
+        if rec.get("ci95"):
+            flat[f"{name}.ci95_lo"], flat[f"{name}.ci95_hi"] = rec["ci95"]
+        spread = rec.get("across_seeds") or {}
+        if spread.get("sd") is not None:
+            flat[f"{name}.seeds_mean"], flat[f"{name}.seeds_sd"] = spread["mean"], spread["sd"]
+    for control, recs in doc.get("baselines", {}).items():
+        if control in ("chance", "nearest_train_copy"):
+            continue
+        for name, rec in recs.items():
+            flat[f"{control}.{name}"] = rec["value"]
+    copy = doc.get("baselines", {}).get("nearest_train_copy")
+    if copy:
+        flat["nearest_train_copy.share"] = copy["share_closer_to_train"]
     return flat
 
 

@@ -6,9 +6,16 @@ when Inception weights are configured) and the NSD-style suite.
 
 --samples: npz with `samples` uint8 (n_test, K, H, W, 3), `ground_truth` uint8
 (n_test, H, W, 3) and optionally `test_labels` (n_test,).
-Writes --out (metrics.json: every metric with its definition, chance level and the
-metrics skipped for want of weights) and, with --grid-out, a PNG grid
-(ground truth | K samples).
+Writes --out (metrics.json: every metric with its definition, chance level, 95 % bootstrap
+interval over test items `ci95`, a permutation p-value against chance for n-way and
+identification, and the metrics skipped for want of weights) and, with --grid-out, a PNG
+grid (ground truth | K samples).
+
+Controls (files from `mindvis generate-controls`; each scored exactly as the model):
+--shuffled-fmri, --prior-only, --train-retrieval, and --train-npz (+ --train-images for GOD)
+for the nearest-training-image share; they fill metrics.json's `baselines`.
+--seed-samples: the samples of other generation seeds; each metric gets `across_seeds`
+(mean, sd, n).
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import argparse
 import logging
 
 from mindvis.config import load_section
-from mindvis.evaluation import EvaluateConfig, evaluate_samples, flat_metrics, grid_image, load_samples
+from mindvis.evaluation import EvaluateConfig, flat_metrics, grid_image, load_samples
+from mindvis.evaluation.controls import evaluate_with_controls, load_training_images, recorded_seed
 from mindvis.tracking import tracker_for
 from mindvis.tracking.job import parse_wildcards
 from mindvis.utils.atomic import write_json
@@ -34,6 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid-out", default=None, help="also write the reconstruction grid PNG here")
     parser.add_argument("--dataset", default=None, help="dataset name for the report (default: the 'dataset' wildcard)")
     parser.add_argument("--subject", default=None, help="subject for the report (default: the 'subject' wildcard)")
+    controls = parser.add_argument_group("controls (from `mindvis generate-controls`) and generation seeds")
+    controls.add_argument("--shuffled-fmri", default=None, help="samples_shuffled_fmri.npz")
+    controls.add_argument("--prior-only", default=None, help="samples_prior_only.npz")
+    controls.add_argument("--train-retrieval", default=None, help="samples_train_retrieval.npz")
+    controls.add_argument("--train-npz", default=None,
+                          help="the subject's npz (GOD sbj_N.npz, BOLD5000 CSI{n}.npz): training images for "
+                          "the nearest-training-image share")
+    controls.add_argument("--train-images", default=None, help="GOD images_256.npz (with --train-npz, GOD only)")
+    controls.add_argument("--seed-samples", nargs="*", default=[],
+                          help="samples.npz of other generation seeds: mean +- sd of every metric")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +68,16 @@ def run(args: argparse.Namespace) -> int:
     with tracker_for(args, cfg, dataset=dataset, subject=subject) as tracker:
         samples, gt, labels = load_samples(args.samples)
         identity = {"dataset": dataset, "subject": subject, "samples_file": str(args.samples)}
-        doc = evaluate_samples(samples, gt, cfg, test_labels=labels, identity=identity)
+        controls = {name: (path, *load_samples(path)[:2]) for name, path in (
+            ("shuffled_fmri", args.shuffled_fmri), ("prior_only", args.prior_only),
+            ("train_retrieval", args.train_retrieval)) if path}
+        train_images = None
+        if args.train_npz:
+            train_images = load_training_images(args.train_npz, args.train_images, dataset, samples.shape[2])
+        seed_runs = [(path, recorded_seed(path), *load_samples(path)[:2]) for path in args.seed_samples]
+        doc = evaluate_with_controls(samples, gt, cfg, test_labels=labels, identity=identity,
+                                     seed=recorded_seed(args.samples), controls=controls,
+                                     train_images=train_images, seed_runs=seed_runs)
         write_json(args.out, doc)
         tracker.set_tags({"protocol": cfg.protocol, "judge": cfg.judge})
         tracker.log_metrics(flat_metrics(doc))
@@ -62,7 +89,14 @@ def run(args: argparse.Namespace) -> int:
         tracker.log_image(grid, "reconstructions.png")
         for name, rec in doc["metrics"].items():
             chance = f" (chance {rec['chance']:.3g})" if rec.get("chance") is not None else ""
-            log.info("%-28s %.4f%s", name, rec["value"], chance)
+            ci = " [%.4f, %.4f]" % tuple(rec["ci95"]) if rec.get("ci95") else ""
+            p = f" p={rec['p_value']:.3g}" if "p_value" in rec else ""
+            log.info("%-28s %.4f%s%s%s", name, rec["value"], ci, p, chance)
+        for control in ("shuffled_fmri", "prior_only", "train_retrieval"):
+            for name in ("nway_top1_exact", "identification_pcc"):
+                rec = doc["baselines"].get(control, {}).get(name)
+                if rec:
+                    log.info("%-28s %.4f (%s)", f"{control}.{name}", rec["value"], control)
         for name, why in doc["skipped"].items():
             log.info("%-28s skipped: %s", name, why)
     return 0

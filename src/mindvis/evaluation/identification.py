@@ -113,25 +113,31 @@ def ssim_colour(pred: np.ndarray, gt: np.ndarray) -> float:
     )
 
 
-def pairwise_pixel_identification(preds: np.ndarray, gts: np.ndarray, with_ssim: bool = True) -> dict:
+def pixel_score_matrices(preds: np.ndarray, gts: np.ndarray, with_ssim: bool = True) -> dict[str, np.ndarray]:
+    """(n, n) score matrices, generated i vs ground truth j: "mse" (lower is better), "pcc" and "ssim"."""
+    preds, gts = _check_pair(preds, gts)
+    out = {"mse": mse_matrix(preds, gts), "pcc": correlation_matrix(preds, gts)}
+    if with_ssim:
+        out["ssim"] = score_matrix(preds, gts, ssim_colour)
+    return out
+
+
+PIXEL_HIGHER_IS_BETTER = {"mse": False, "pcc": True, "ssim": True}
+
+
+def pairwise_pixel_identification(preds: np.ndarray, gts: np.ndarray, with_ssim: bool = True,
+                                  matrices: dict[str, np.ndarray] | None = None) -> dict:
     """Pair-wise identification by MSE, PCC and colour SSIM, and the raw means, for one sample set.
 
     preds, gts: (n, H, W, 3) uint8 (or float on the 0..255 scale). Returns per metric the
     mean identification rate over images (chance 0.5) and the raw means of the diagonal.
+    `matrices`: the `pixel_score_matrices` of the same pair, when already computed.
     """
-    preds, gts = _check_pair(preds, gts)
-    mse_m = mse_matrix(preds, gts)
-    pcc_m = correlation_matrix(preds, gts)
-    out = {
-        "identification_mse": float(identification_rates(mse_m, higher_is_better=False).mean()),
-        "identification_pcc": float(identification_rates(pcc_m, higher_is_better=True).mean()),
-        "mse_raw_mean": float(np.diag(mse_m).mean()),
-        "pcc_raw_mean": float(np.diag(pcc_m).mean()),
-    }
-    if with_ssim:
-        ssim_m = score_matrix(preds, gts, ssim_colour)
-        out["identification_ssim"] = float(identification_rates(ssim_m, higher_is_better=True).mean())
-        out["ssim_raw_mean"] = float(np.diag(ssim_m).mean())
+    matrices = matrices if matrices is not None else pixel_score_matrices(preds, gts, with_ssim)
+    out = {}
+    for name, m in matrices.items():
+        out[f"identification_{name}"] = float(identification_rates(m, PIXEL_HIGHER_IS_BETTER[name]).mean())
+        out[f"{name}_raw_mean"] = float(np.diag(m).mean())
     return out
 
 

@@ -24,28 +24,37 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from mindvis.evaluation.identification import correlation_matrix, two_way_identification
+from mindvis.evaluation.identification import correlation_matrix, identification_rates
 
 FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
+def pixcorr_per_item(preds: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Per image: Pearson r(flattened reconstruction pixels, flattened own ground-truth pixels)."""
+    return np.array([correlation_matrix(p[None], g[None])[0, 0] for p, g in zip(preds, gts)])
+
+
 def pixcorr(preds: np.ndarray, gts: np.ndarray) -> float:
     """Mean over images of Pearson r(flattened reconstruction pixels, flattened own ground-truth pixels)."""
-    return float(np.mean([correlation_matrix(p[None], g[None])[0, 0] for p, g in zip(preds, gts)]))
+    return float(np.mean(pixcorr_per_item(preds, gts)))
 
 
-def ssim_gray(preds: np.ndarray, gts: np.ndarray) -> float:
-    """Mean grayscale SSIM (skimage rgb2gray; gaussian window sigma 1.5, population covariance, range 1)."""
+def ssim_gray_per_item(preds: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Per image: grayscale SSIM (skimage rgb2gray; gaussian window sigma 1.5, population covariance, range 1)."""
     from skimage.color import rgb2gray
     from skimage.metrics import structural_similarity
 
-    values = [
+    return np.array([
         structural_similarity(
             rgb2gray(p), rgb2gray(g), gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0
         )
         for p, g in zip(preds, gts)
-    ]
-    return float(np.mean(values))
+    ])
+
+
+def ssim_gray(preds: np.ndarray, gts: np.ndarray) -> float:
+    """Mean grayscale SSIM (skimage rgb2gray; gaussian window sigma 1.5, population covariance, range 1)."""
+    return float(np.mean(ssim_gray_per_item(preds, gts)))
 
 
 def batched_features(module: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -62,16 +71,16 @@ def batched_features(module: torch.nn.Module, images: np.ndarray, batch_size: in
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
-def nsd_metrics(
+def nsd_item_scores(
     preds: np.ndarray, gts: np.ndarray, extractors: dict[str, FeatureFn], gt_features: dict[str, dict] | None = None
-) -> dict[str, float]:
-    """PixCorr, grayscale SSIM and one 2-way identification per feature space, for one sample set.
+) -> dict[str, np.ndarray]:
+    """What the suite's metrics are made of, for one sample set: "pixcorr" and "ssim_gray" (n,) per image,
+    and "two_way_<feature name>" (n, n) feature correlations, generated i vs ground truth j.
 
-    extractors: name -> function(images) -> {feature name: (n, D) array}; every feature
-    name becomes `two_way_<feature name>`. gt_features caches the ground truth's features
-    across sample sets (filled in place when given).
+    extractors: name -> function(images) -> {feature name: (n, D) array}. gt_features caches the
+    ground truth's features across sample sets (filled in place when given).
     """
-    out = {"pixcorr": pixcorr(preds, gts), "ssim_gray": ssim_gray(preds, gts)}
+    out = {"pixcorr": pixcorr_per_item(preds, gts), "ssim_gray": ssim_gray_per_item(preds, gts)}
     for name, fn in extractors.items():
         if gt_features is not None and name in gt_features:
             real = gt_features[name]
@@ -81,5 +90,23 @@ def nsd_metrics(
                 gt_features[name] = real
         fake = fn(preds)
         for feat_name, real_feats in real.items():
-            out[f"two_way_{feat_name}"] = two_way_identification(fake[feat_name], real_feats)
+            out[f"two_way_{feat_name}"] = correlation_matrix(fake[feat_name], real_feats)
     return out
+
+
+def nsd_metrics(
+    preds: np.ndarray, gts: np.ndarray, extractors: dict[str, FeatureFn], gt_features: dict[str, dict] | None = None
+) -> dict[str, float]:
+    """PixCorr, grayscale SSIM and one 2-way identification per feature space, for one sample set.
+
+    extractors: name -> function(images) -> {feature name: (n, D) array}; every feature
+    name becomes `two_way_<feature name>`. gt_features caches the ground truth's features
+    across sample sets (filled in place when given).
+    """
+    return summarise_nsd(nsd_item_scores(preds, gts, extractors, gt_features))
+
+
+def summarise_nsd(items: dict[str, np.ndarray]) -> dict[str, float]:
+    """`nsd_item_scores` -> the suite's numbers: means of the per-image values, 2-way identification rates."""
+    return {name: float(identification_rates(v, higher_is_better=True).mean() if v.ndim == 2 else v.mean())
+            for name, v in items.items()}

@@ -117,6 +117,7 @@ class NWayResult:
     exact_per_set: np.ndarray  # (K,) exact expectation per sample set
     gt_classes: np.ndarray  # (n_images,) judge argmax on the ground truth
     per_image_exact: np.ndarray = field(repr=False)  # (n_images, K)
+    per_image_sampled: np.ndarray | None = field(default=None, repr=False)  # (n_images, K) Monte-Carlo hit rates
 
     @property
     def chance(self) -> float:
@@ -158,10 +159,10 @@ def n_way_top1(
         raise InputDataError(None, f"ground-truth probabilities {gt_probs.shape} do not match {(n_images, n_classes)}")
     check_n_way(n, n_classes)
     gt_classes = ground_truth_classes(gt_probs)
-    sampled = np.empty(k_sets)
+    sampled = np.empty((n_images, k_sets))
     exact = np.empty((n_images, k_sets))
     for k in range(k_sets):
         probs_k = gen_probs[:, k, :]
         exact[:, k] = exact_hit_probability(competitor_counts(probs_k, gt_classes), n_classes, n)
-        sampled[k] = sampled_hit_rate(probs_k, gt_classes, n, trials, rng).mean()
-    return NWayResult(n, trials, n_classes, sampled, exact.mean(axis=0), gt_classes, exact)
+        sampled[:, k] = sampled_hit_rate(probs_k, gt_classes, n, trials, rng)
+    return NWayResult(n, trials, n_classes, sampled.mean(axis=0), exact.mean(axis=0), gt_classes, exact, sampled)
