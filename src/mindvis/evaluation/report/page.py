@@ -25,13 +25,12 @@ p{max-width:75em} .note{color:#555;font-size:13px}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:14px;margin:.6em 0}
 th,td{border:1px solid #d6d6d6;padding:4px 10px;text-align:right;white-space:nowrap}
-thead th{background:#f3f3f3;text-align:center} th[scope]{text-align:left;background:#fafafa}
+thead th{background:#f3f3f3;text-align:center;white-space:normal} th[scope]{text-align:left;background:#fafafa}
 td.src,#samplers td:first-child{text-align:left} .ci{color:#555;font-size:12px}
 #headline tbody{border-top:2px solid #999} #headline tr.src-model td{background:#eef4fb}
 #headline td.clear{background:#eaf6ea} #headline td.overlap{background:#fdf1dc}
 table.details{font-size:13px} table.details td,table.details th{padding:3px 6px}
-table.details thead th{white-space:normal}
-#quoted td{text-align:left} #quoted td.note{white-space:normal;min-width:16em}
+#quoted td{text-align:left} #quoted th{white-space:nowrap} #quoted td.note{white-space:normal;min-width:16em}
 details{margin:.4em 0;border:1px solid #e2e2e2;border-radius:4px;padding:.3em .8em}
 summary{cursor:pointer;font-weight:600} ul.note{margin-top:0}
 .legend{display:flex;flex-wrap:wrap;gap:1.2em;font-size:13px;align-items:center}

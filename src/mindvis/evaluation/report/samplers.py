@@ -94,6 +94,7 @@ def sampler_plot(rows: list[dict], context: dict | None = None) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     context = context or {}
     metrics = metric_columns(rows)
@@ -112,10 +113,13 @@ def sampler_plot(rows: list[dict], context: dict | None = None) -> bytes:
                 axes[i, 0].plot(steps, vals, "-", label=sampler_name(s), **style)
                 axes[i, 1].plot(secs, vals, "-", label=sampler_name(s), **style)
         for ax, key in zip(axes[i], ("steps", "seconds_per_image")):
-            span = x_range([float(r[key]) for r in rows if finite(r.get(key))])
-            if span is None:
+            xs = sorted({float(r[key]) for r in rows if finite(r.get(key))})
+            span = x_range(xs)
+            if span is None:  # log axis, labelled at the measured values only (no crowded minor labels)
                 ax.set_xscale("log")
                 ax.margins(x=0.15)
+                ax.set_xticks(xs, [f"{v:.3g}" for v in xs])
+                ax.xaxis.set_minor_formatter(NullFormatter())
             else:
                 ax.set_xlim(*span)
             ax.set_ylim(*y_range(metric, values, chance))
