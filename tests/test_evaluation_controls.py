@@ -260,7 +260,7 @@ GEN = '{sampler: ddim, steps: 2, n_samples: 2, batch_size: 8, device: cpu, seed:
 def test_controls_share_the_models_noise_and_prior_only_ignores_the_fmri(stage_b):
     import torch
 
-    from mindvis.generation.controls import control_samples
+    from mindvis.generation.controls import Unconditioned, control_samples
     from mindvis.models.ldm.sampling import SamplerConfig, sample_images
 
     _, model = stage_b
@@ -272,6 +272,11 @@ def test_controls_share_the_models_noise_and_prior_only_ignores_the_fmri(stage_b
     other = control_samples(model, torch.randn(4, 1, fmri.shape[-1]), cfg, np.array([1, 0, 3, 2]), "cpu")
     np.testing.assert_array_equal(other["prior_only"], same["prior_only"])  # no fMRI reaches it
     assert not np.array_equal(other["prior_only"], own)
+    # with guidance the dropped condition gives the unconditional prediction: the guided run is the same images
+    guided = SamplerConfig(sampler="ddim", steps=2, n_samples=2, seed=7, batch_size=8, guidance_scale=3.0)
+    dropped, _ = sample_images(Unconditioned(model), fmri, guided)
+    got = control_samples(model, fmri, guided, np.array([1, 0, 3, 2]), "cpu")["prior_only"]
+    assert np.abs(got.astype(int) - dropped.astype(int)).max() <= 1  # float rounding of a doubled batch at most
 
 
 def test_metrics_json_carries_controls_intervals_and_seed_spread(stage_b, tmp_path):

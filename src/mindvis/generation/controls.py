@@ -16,6 +16,7 @@ decoder with no generative model at all. Each is written in the samples.npz form
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,10 @@ def control_samples(model, fmri, sampler, order: np.ndarray, device) -> dict[str
 
     items = list(range(int(fmri.shape[0])))
     shuffled, _ = sample_images(model, fmri[np.asarray(order)], sampler, item_ids=items, device=device)
-    prior, _ = sample_images(Unconditioned(model), fmri, sampler, item_ids=items, device=device)
+    # Guidance mixes the conditional and unconditional predictions, uncond + s * (cond - uncond): with the
+    # condition dropped both are the unconditional one, so one UNet pass per step (scale 1) gives the same.
+    prior, _ = sample_images(Unconditioned(model), fmri, replace(sampler, guidance_scale=1.0), item_ids=items,
+                             device=device)
     return {"shuffled_fmri": shuffled, "prior_only": prior}
 
 
