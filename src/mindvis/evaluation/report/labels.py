@@ -154,8 +154,10 @@ def format_p(p) -> str:
 
 
 def run_title(doc: dict) -> str:
-    """'GOD · subject 1', 'BOLD5000 · CSI4'."""
-    dataset = str(doc.get("dataset", "?"))
+    """'GOD · subject 1', 'BOLD5000 · CSI4'; a run evaluated without its identity: its samples file."""
+    if doc.get("dataset") is None:
+        return str(doc.get("samples_file") or "unnamed run")
+    dataset = str(doc["dataset"])
     subject = str(doc.get("subject", "?"))
     name = DATASET_NAMES.get(dataset.lower(), dataset)
     who = f"CSI{subject}" if dataset.lower() == "bold5000" and subject.isdigit() else f"subject {subject}"
