@@ -1,7 +1,8 @@
 """Build one self-contained HTML report (no external URLs; images embedded) across
-every dataset and subject: the metrics table with the reference's published numbers
-beside it (labelled "quoted, not measured here"), the definition of every metric,
-the reconstruction grids, and the sampler comparison when --samplers is given.
+every dataset and subject: the model against its controls with 95 % intervals, every
+metric per run, the published numbers quoted apart, the reconstruction grids, the
+sampler comparison when --samplers is given, and what each number is
+(mindvis.evaluation.report).
 """
 
 from __future__ import annotations
