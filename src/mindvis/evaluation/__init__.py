@@ -384,8 +384,9 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
 
 
 FID_CI_NOTE = (
-    " ci95: items resampled with replacement, FID recomputed on the resampled features; duplicated images "
-    "shrink the set's spread, so the resampled FIDs sit above the value: read the interval as the spread."
+    " ci95 of FID: items resampled with replacement and the Fréchet distance recomputed on the resampled "
+    "features (closed form); a resample repeats images and FID grows as the distinct set shrinks, so the "
+    "interval is shifted down by that bootstrap bias (mean resampled FID minus the value)."
 )
 
 
