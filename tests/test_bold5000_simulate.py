@@ -24,6 +24,7 @@ def tiny_cfg(**kw) -> Bold5000SimConfig:
     base = dict(
         roi_voxels=dict.fromkeys(ROIS, 8), grid=[10, 12, 10], n_sessions=2, runs_per_session=[2, 1],
         trials_per_run=5, n_test_images=3, test_repeats=2, partial_sessions=1, seed=3,
+        misnamed_loc_subjects=[2, 3], misnamed_rsc_subjects=[2],  # subject 1 named right, subject 2 not
     )
     base.update(kw)
     return Bold5000SimConfig(**base)
@@ -183,7 +184,7 @@ def test_cli(stimuli, tmp_path):
     code = main([
         "simulate-bold5000", "--stimuli", str(stimuli), "--subject", "2", "--out-dir", str(tmp_path),
         "--no-tracking", "--config", "{grid: [10, 12, 10], n_sessions: 1, runs_per_session: [2], trials_per_run: 5, "
-        "n_test_images: 2, test_repeats: 2, partial_sessions: 1}", "--set", "roi_voxels.RSC=9",
+        "n_test_images: 2, test_repeats: 2, partial_sessions: 1, misnamed_rsc_subjects: [2]}", "--set", "roi_voxels.RSC=9",
     ])
     assert code == 0
     assert (tmp_path / "sub-CSI2" / "sub-CSI2_mask-RHRRSC.nii.gz").is_file()

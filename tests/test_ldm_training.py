@@ -287,7 +287,7 @@ def test_heldout_loss_is_deterministic_and_uses_the_fmri(files):
 
 def test_label2img_config_defaults_are_the_demo():
     cfg = Label2ImgConfig()
-    assert cfg.model.preset == "tiny" and cfg.crop_p == 0.5 and cfg.crop_ratio == 0.8
+    assert cfg.model.preset == "tiny" and cfg.crop_p == 0.0 and cfg.crop_ratio == 0.8  # config.yaml: no crops
     ft = FinetuneLdmConfig()
     assert ft.trainable == ["encoder", "mappers", "time_branch", "cross_attention"] and ft.clip_grad == 0.5
 

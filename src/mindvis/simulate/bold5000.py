@@ -92,9 +92,9 @@ class Bold5000SimConfig:
     test_repeats: int = 4  # presentations of each test image (real: 4)
     partial_subject: int = 4  # the subject with fewer sessions and partial repeats (real: CSI4); 0 = none
     partial_sessions: int = 3  # its sessions (real: 9)
-    misnamed_loc_subjects: list[int] = field(default_factory=lambda: [2, 3])  # LOC masks named LHLO / RHLO
-    misnamed_rsc_subjects: list[int] = field(default_factory=lambda: [2])  # RH RSC mask named RHRRSC
-    snr: float = 0.5  # per-voxel evoked std / noise std of one trial
+    misnamed_loc_subjects: list[int] = field(default_factory=lambda: [1])  # LOC masks named LHLO / RHLO
+    misnamed_rsc_subjects: list[int] = field(default_factory=lambda: [4])  # RH RSC mask named RHRRSC
+    snr: float = 1.0  # per-voxel evoked std / noise std of one trial (0.5 left stage B near chance)
     correlated_noise: float = 0.3  # share of noise variance that is spatially correlated spontaneous activity
     session_shift: float = 0.2  # std of a per-session, per-voxel offset (noise std units)
     nan_roi_voxels: int = 3  # ROI voxels that are NaN in every session (GLMsingle failures)

@@ -60,7 +60,7 @@ class GodSimConfig:
     rois: dict[str, int] = field(default_factory=_default_rois)  # voxels per GOD ROI (all seven required)
     n_other_voxels: int = 100  # voxels outside visual cortex (every ROI flag 0)
     hvc_overlap: float = 0.1  # share of FFA and PPA voxels also flagged LOC (real ROIs overlap)
-    snr: float = 0.4  # per-voxel signal std / noise std of one trial
+    snr: float = 1.0  # per-voxel signal std / noise std of one trial (0.4 left stage B at chance)
     correlated_noise: float = 0.5  # share of the noise variance that is spatially correlated spontaneous activity
     test_repeats: int = 10  # presentations of each test image (GOD: 35)
     imagery_trials: int = 20  # imagery trials, cycling over the classes (GOD: 500)

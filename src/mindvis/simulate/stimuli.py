@@ -61,7 +61,8 @@ class StimuliConfig:
     source: str = "digits"  # "digits" (scikit-learn's load_digits) or "folder" (your own images)
     folder: str = ""  # with source: folder, a directory holding one sub-folder of images per class
     image_size: int = 64  # side of the square RGB images, pixels
-    train_per_class: int = 8  # training images per class (GOD: 8 per category)
+    train_per_class: int = 20  # training images per class (GOD: 8 per category); 200 training pairs per
+    #                            subject: stage B needs them (80 left it at chance)
     test_per_class: int = 5  # held-out test images per class (GOD: 1 per test category)
     seed: int = 0  # selects the images and their colours
 

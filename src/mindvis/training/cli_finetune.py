@@ -72,6 +72,8 @@ class FinetuneConfig(LoopConfig):
     batch_size: int = 16  # paper: 16 (GOD) / 4 (BOLD5000)
     lr: float = 2.0e-4  # paper: 5.3e-5
     warmup_epochs: float = 2.0  # paper: 2
+    holdout_fraction: float = 0.2  # 16 held-out GOD rows: a steadier metric
+    threads: int = 1  # torch CPU threads (0 = torch's default)
     token_policy: str = "checkpoint"  # checkpoint: keep its N, pad/cut data (MinD-Vis) | data: resize pos tables
     pos_interpolation: str = "linear"  # with token_policy=data: linear | nearest (MinD-Vis's F.interpolate default)
 

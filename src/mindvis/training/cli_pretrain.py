@@ -60,6 +60,7 @@ class MbmTrainConfig(LoopConfig):
     # the scaling; reference: of all its rows, as MinD-Vis (equal to the reference's matrix at
     # holdout_fraction 0).
     normalisation: str = "clean"
+    threads: int = 1  # torch CPU threads (0 = torch's default); 2 collapse when jobs share 2 cores
 
 
 def check_normalisation(cfg: MbmTrainConfig) -> None:
