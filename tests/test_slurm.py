@@ -67,7 +67,7 @@ EXPECTED_JOBS = {
 # The rules the profile must give resources to (stage B and evaluation included).
 HEAVY_RULES = {
     "pretrain_mbm", "finetune_mbm", "train_autoencoder", "train_label2img", "finetune_ldm",
-    "generate", "train_judge", "evaluate", "compare_samplers",
+    "generate", "generate_controls", "generate_seed", "train_judge", "evaluate", "compare_samplers",
 }
 CI_ONLY_KEYS = {
     "slurm-status-command", "slurm-init-seconds-before-status-checks", "slurm-no-account",
