@@ -204,7 +204,8 @@ def test_schema_keys_of_routed_sections_are_dataclass_fields():
     assert problems == []
 
 
-SECTION_CALLS = [
+SECTION_CALLS = [  # in order of preference: a spread section (**config[...]) is the one merged into
+    (re.compile(r'\*\*config((?:\["\w+"\])+)'), lambda m: tuple(re.findall(r'"(\w+)"', m.group(1)))),
     (re.compile(r'\bsection\(([^)]*)\)'), lambda m: tuple(re.findall(r'"(\w+)"', m.group(1)))),
     (re.compile(r'\bsection_with\(\(([^)]*)\)'), lambda m: tuple(re.findall(r'"(\w+)"', m.group(1)))),
     (re.compile(r'\bwith_model\("(\w+)"\)'), lambda m: ("stage_b", m.group(1))),
@@ -212,13 +213,24 @@ SECTION_CALLS = [
 ]
 
 
+def _section_named(expression: str, text: str) -> tuple[str, ...] | None:
+    """The section an expression hands over; a call of a helper defined in the rules is read through."""
+    for pattern, convert in SECTION_CALLS:
+        hits = list(pattern.finditer(expression))
+        if hits:
+            return convert(hits[0])
+    helper = re.match(r"\s*(\w+)\b", expression)  # helper() or a function Snakemake calls: helper
+    body = helper and re.search(rf"^def {helper.group(1)}\(.*?(?=^\S)", text, re.M | re.S)
+    return _section_named(body.group(0), text) if body else None
+
+
 def handed_sections(text: str) -> set[tuple[str, ...]]:
-    """The config section each `cfg=` param of a rule hands to its command (the first one it names)."""
+    """The config section each `cfg=` param of a rule hands to its command."""
     found = set()
     for param in re.finditer(r"^\s+cfg=(.*(?:\n\s{12,}.*)*)", text, re.M):
-        hits = [(m.start(), convert(m)) for pattern, convert in SECTION_CALLS for m in pattern.finditer(param.group(1))]
-        assert hits, f"cannot tell which section this rule hands over: {param.group(0).strip()[:80]}"
-        found.add(min(hits)[1])
+        section = _section_named(param.group(1), text)
+        assert section, f"cannot tell which section this rule hands over: {param.group(0).strip()[:80]}"
+        found.add(section)
     return found
 
 
