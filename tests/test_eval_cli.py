@@ -123,7 +123,7 @@ def test_report_cli_over_evaluate_outputs(workdir):
                     "--no-tracking"])
     assert code == 0
     text = out.read_text()
-    assert "god / subject 1" in text and "quoted, not measured here" in text
+    assert "GOD · subject 1" in text and "quoted, not measured here" in text
     assert text.count("data:image/png;base64,") == 1 and "https://" not in text
 
 
