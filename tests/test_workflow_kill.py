@@ -37,6 +37,7 @@ import torch
 
 import timeouts
 from mindvis.training.checkpointing import resume_path_for
+from mindvis.training.input_identity import hash_cache_path_for
 from workflow_runner import copy_workflow, start_snakemake
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -285,7 +286,7 @@ def test_killed_training_rule_reruns_to_the_uninterrupted_model(dag, case):
     assert not out.exists()
     # (Snakemake removes a failed job's outputs, and their folder when that leaves it empty)
     named_like = {p.name for p in out.parent.glob(f"{out.name}*")} if out.parent.is_dir() else set()
-    assert named_like <= {resume.name}
+    assert named_like <= {resume.name, hash_cache_path_for(out).name}  # resume state: the file and its input hashes
     if case.sig == signal.SIGTERM:
         # 143: the trainers' own exit code after saving; for the judge (no handler), death by SIGTERM
         assert "exit status 143" in console, console[-3000:]
