@@ -1,6 +1,6 @@
 r"""Samplers for stage B in one run: PLMS-250 (the reference), DDIM-50, DPM-Solver++-25.
 
-A thin wrapper around `mindvis.generation.sampler_comparison.compare_samplers`
+A thin wrapper around `mindvis.evaluation.sampler_comparison.compare_samplers`
 (the library function behind `mindvis compare-samplers`, which the workflow
 runs for the report). For a trained stage B model (finetuned.pt, ours or
 MinD-Vis's), sample the same test items with each sampler and print, per
@@ -74,7 +74,7 @@ def median_times(runs: list[dict]) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from mindvis.generation.sampler_comparison import SamplerComparisonConfig, compare_samplers, format_table
+    from mindvis.evaluation.sampler_comparison import SamplerComparisonConfig, compare_samplers, format_table
     from mindvis.utils.atomic import write_json
     from mindvis.utils.errors import MindVisError
 

@@ -27,7 +27,7 @@ from mindvis.evaluation import EvaluateConfig
 from mindvis.evaluation.judge_training import JudgeTrainConfig
 from mindvis.evaluation.report import ReportConfig
 from mindvis.generation import GenerateConfig
-from mindvis.generation.sampler_comparison import SamplerComparisonConfig
+from mindvis.evaluation.sampler_comparison import SamplerComparisonConfig
 from mindvis.preprocess.bold5000 import Bold5000PreprocessConfig
 from mindvis.preprocess.god import GodPreprocessConfig
 from mindvis.preprocess.god_images import GodImagesConfig

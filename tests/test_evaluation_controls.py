@@ -23,11 +23,11 @@ from mindvis.evaluation.uncertainty import (
     UncertaintyConfig,
     attach_uncertainty,
     bootstrap_indices,
-    derangement,
     hit_table,
     multiplicities,
 )
 from mindvis.generation.controls import retrieve_training_items
+from mindvis.utils.seeding import derangement
 from mindvis.utils.errors import InputDataError
 
 # ----------------------------------------------------------------------------- bootstrap

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mindvis.training.ldm_trainer import read_images, read_labels
+from mindvis.data.images import read_images, read_labels
 from mindvis.utils.errors import InputDataError
 
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 from ldm_factory import ENC, MICRO  # micro stage B sizes shared by the stage B tests
 
-from mindvis.generation import pairwise_identification, sample_grid, tile
+from mindvis.metrics.identification import pairwise_identification
 from mindvis.models.ldm.dc_ldm import build_fmri_ldm
 from mindvis.models.ldm.presets import ScheduleSpec
 from mindvis.models.ldm.sampling import SAMPLERS, SamplerConfig, denoise, make_sampler, sample_images, to_uint8
-from mindvis.utils.errors import ConfigError
+from mindvis.utils.errors import ConfigError, InputDataError
+from mindvis.utils.images import sample_grid, tile
 
 
 # tiny models: one thread is fastest, and keeps timings steady on shared cores
@@ -118,5 +119,19 @@ def test_pairwise_identification_by_hand():
         c = [np.corrcoef(flat[j], flat[m])[0, 1] for m in range(4)]
         by_hand.append(sum(c[i] > c[m] for m in range(4) if m != i) / 3)
     assert pairwise_identification(shuffled, gt) == pytest.approx(np.mean(by_hand))
-    with pytest.raises(ValueError):
+    with pytest.raises(InputDataError, match="at least 2"):
         pairwise_identification(perfect[:1], gt[:1])
+
+
+def test_pairwise_identification_constant_images_never_win():
+    # a constant image has no correlation with anything: its entries count 0, and 0 < 0 is no win
+    rng = np.random.default_rng(1)
+    gt = rng.integers(0, 256, (3, 4, 4, 3)).astype(np.uint8)
+    samples = np.repeat(gt[:, None], 1, axis=1).copy()
+    samples[0, 0] = 7  # item 0's sample is flat grey
+    # item 0: all correlations 0, no wins; items 1, 2: own r = 1 beats the other real image and the 0 entry
+    assert pairwise_identification(samples, gt) == pytest.approx((0 + 1 + 1) / 3)
+    flat_gt = gt.copy()
+    flat_gt[2] = 9  # a flat ground truth: column 2 is 0 for every sample, item 2's own score too
+    expected = [1.0, 1.0, 0.0]  # items 0 and 1 beat r = 0 (their own r is 1); item 2 wins nothing
+    assert pairwise_identification(np.repeat(flat_gt[:, None], 2, axis=1), flat_gt) == pytest.approx(np.mean(expected))

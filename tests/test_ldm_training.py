@@ -30,6 +30,7 @@ from mindvis.checkpoints.mindvis_encoder import export_mbm_checkpoint, reference
 from mindvis.checkpoints.mindvis_ldm import load_finetuned
 from mindvis.checkpoints.safe_load import safe_load
 from mindvis.cli.main import add_common_arguments
+from mindvis.data.images import read_labels
 from mindvis.models.ldm.dc_ldm import build_label_ldm
 from mindvis.models.ldm.presets import LdmModelConfig, resolve_ldm_spec
 from mindvis.models.ldm.sampling import SamplerConfig
@@ -41,7 +42,6 @@ from mindvis.training.ldm_trainer import (
     Label2ImgConfig,
     augment,
     finetune_ldm,
-    read_labels,
     train_autoencoder,
 )
 from mindvis.utils.errors import ConfigError, InputDataError
@@ -222,7 +222,7 @@ def test_prior_clis_train_autoencoder_then_label2img(files, tmp_path):
 
 
 def test_autoencoder_resume_matches_uninterrupted(files, tmp_path):
-    from mindvis.training.ldm_trainer import read_images
+    from mindvis.data.images import read_images
 
     images = read_images(files / "images_256.npz")
     cfg = AutoencoderConfig(epochs=2, batch_size=4, patch_size=8, restart_every_steps=2, checkpoint_every_steps=2,
@@ -275,7 +275,8 @@ def test_sigkill_mid_run_then_rerun_matches(files, finetuned, tmp_path):
 
 
 def test_heldout_loss_is_deterministic_and_uses_the_fmri(files):
-    from mindvis.training.ldm_trainer import build_stage_b, heldout_loss, load_pairs
+    from mindvis.data.pairs import load_pairs
+    from mindvis.training.ldm_trainer import build_stage_b, heldout_loss
 
     model = build_stage_b(files / "label2img.pt", files / "fmri_encoder.pth", _finetune_cfg()).model
     pairs = load_pairs(files / "sbj_1.npz", files / "images_256.npz", "god", "train", 96, 16)

@@ -608,20 +608,20 @@ def test_generate_on_a_mindvis_checkpoint_uses_the_reference_normalisation(refer
     import logging
 
     import mindvis.tracking
-    import mindvis.training.ldm_trainer as trainer
+    import mindvis.generation as generation
     from mindvis.generation import cli_generate
 
     data = tmp_path / "god"
     data.mkdir()
     write_tiny_god(data)
     asked = []
-    real_load_pairs = trainer.load_pairs
+    real_load_pairs = generation.load_pairs
 
     def spy(*args, **kwargs):
         asked.append(kwargs.get("normalisation"))
         return real_load_pairs(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "load_pairs", spy)
+    monkeypatch.setattr(generation, "load_pairs", spy)
     tags = {}
 
     class Recorder:

@@ -49,7 +49,7 @@ def test_rehearsal_overlay_has_the_paper_sizes():
     from mindvis.evaluation import EvaluateConfig
     from mindvis.evaluation.judge_training import JudgeTrainConfig
     from mindvis.generation import GenerateConfig
-    from mindvis.generation.sampler_comparison import SamplerComparisonConfig
+    from mindvis.evaluation.sampler_comparison import SamplerComparisonConfig
     from mindvis.simulate.bold5000 import Bold5000SimConfig
     from mindvis.simulate.god import GodSimConfig
     from mindvis.simulate.hcp import HcpSimConfig

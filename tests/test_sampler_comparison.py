@@ -23,8 +23,8 @@ from mindvis.evaluation.judge_training import JudgeTrainConfig, save_judge, trai
 from mindvis.evaluation.judges import load_small_cnn_judge
 from mindvis.evaluation.report import read_sampler_table, sampler_section
 from mindvis.generation import GenerateConfig, generate_samples
-from mindvis.generation.cli_compare_samplers import metric_names
-from mindvis.generation.sampler_comparison import (
+from mindvis.evaluation.cli_compare_samplers import metric_names
+from mindvis.evaluation.sampler_comparison import (
     SamplerComparisonConfig,
     compare_samplers,
     format_table,
@@ -143,7 +143,7 @@ def test_cli_writes_the_sampler_table_the_report_reads(files, result, tmp_path):
     out = tmp_path / "tables" / "samplers.json"
     config = json.dumps({"samplers": CFG.samplers, "n_samples": K, "seed": SEED, "batch_size": BATCH,
                          "device": "cpu"})
-    code = run_cli("compare-samplers", "mindvis.generation.cli_compare_samplers", [
+    code = run_cli("compare-samplers", "mindvis.evaluation.cli_compare_samplers", [
         "--model", str(files / "finetuned.pt"), "--npz", str(files / "sbj_1.npz"), "--images",
         str(files / "images_256.npz"), "--judge", str(files / "judge.pt"), "--out", str(out), "--config", config,
         "--no-tracking"])
@@ -178,7 +178,7 @@ def test_config_is_checked_before_the_model_is_read(files, tmp_path, capsys):
         compare_samplers(files / "finetuned.pt", files / "sbj_1.npz", files / "images_256.npz", "god",
                          replace(CFG, samplers=["ddim:2", "ddim:2000"]))
     assert parse_sampler_specs(SamplerComparisonConfig().samplers) == [("plms", 250), ("ddim", 50), ("dpmpp", 25)]
-    code = run_cli("compare-samplers", "mindvis.generation.cli_compare_samplers", [
+    code = run_cli("compare-samplers", "mindvis.evaluation.cli_compare_samplers", [
         "--model", str(missing), "--npz", str(files / "sbj_1.npz"), "--out", str(tmp_path / "s.json"),
         "--set", "samplers=[ddim:2,ddim:two]", "--no-tracking"])
     assert code == 2 and "'ddim:two'" in capsys.readouterr().err and not (tmp_path / "s.json").exists()

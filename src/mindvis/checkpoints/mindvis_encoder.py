@@ -128,7 +128,7 @@ def load_mbm_checkpoint(path: str | Path, n_tokens: int | None = None, interpola
     """Build an ScMbm from an `fmri_encoder.pth` (ours or MinD-Vis's) and load it strictly.
 
     n_tokens: None keeps the checkpoint's N (then the data must be padded/cut
-    to N * patch voxels: `mindvis.models.fit_voxels`); another value resizes
+    to N * patch voxels: `mindvis.data.conventions.fit_voxels`); another value resizes
     the position tables by `interpolation` (what MinD-Vis does in stage B).
     """
     ckpt = safe_load(path, map_location=map_location)

@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate-controls": ("mindvis.generation.cli_generate_controls", "the controls: shuffled fMRI, prior only, train retrieval"),
     "train-judge": ("mindvis.evaluation.cli_train_judge", "train the embedded default's judge (small CNN) on the stimulus set"),
     "evaluate": ("mindvis.evaluation.cli_evaluate", "score generated samples: n-way top-1, identification, FID, NSD suite"),
-    "compare-samplers": ("mindvis.generation.cli_compare_samplers", "stage B samplers side by side on one subject: metric vs steps vs time"),
+    "compare-samplers": ("mindvis.evaluation.cli_compare_samplers", "stage B samplers side by side on one subject: metric vs steps vs time"),
     "report": ("mindvis.evaluation.cli_report", "one self-contained HTML report across datasets and subjects"),
     "inspect": ("mindvis.cli.inspect_cmd", "print what an npz / h5 / checkpoint file holds"),
 }

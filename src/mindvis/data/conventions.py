@@ -41,6 +41,17 @@ def pad_to_length(x: np.ndarray, length: int) -> np.ndarray:
     return np.pad(x, widths, mode="wrap")
 
 
+def fit_voxels(x: np.ndarray, num_voxels: int) -> np.ndarray:
+    """Bring (n, V) data to a model's length, as MinD-Vis stage A2 does.
+
+    Shorter rows are wrap-padded (numpy mode="wrap", MinD-Vis's pad_to_length);
+    longer rows are cut to their first `num_voxels` voxels (MinD-Vis asserts
+    instead; cutting drops the last voxels, which are the wrap padding when the
+    difference is below one patch). Log the cut: it loses data.
+    """
+    return pad_to_length(np.asarray(x), num_voxels)
+
+
 @dataclass(frozen=True)
 class ScalarNorm:
     """One mean and one std for a whole matrix (not per voxel)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mindvis.data.images import resize_images, to_hwc
 from mindvis.utils.errors import InputDataError
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,6 @@ DEFINITIONS = {
 
 def load_training_images(npz: str | Path, images: str | Path | None, dataset: str, size: int) -> np.ndarray:
     """The subject's training images, resized as the ground truth is (antialiased bilinear): (m, size, size, 3)."""
-    from mindvis.training.ldm_trainer import resize_images, to_hwc
-
     if dataset == "god":
         from mindvis.data.god import GodFmriDataset
 
@@ -82,7 +81,7 @@ def recorded_seed(path: str | Path) -> int | None:
 def nearest_train_copy(gen_feats: np.ndarray, gt_feats: np.ndarray, train_feats: np.ndarray, unc) -> dict:
     """gen_feats (n, K, D), gt_feats (n, D), train_feats (m, D): the share of reconstructions closer (Pearson r)
     to a training image than to their own ground truth, with its bootstrap interval over test items."""
-    from mindvis.evaluation.identification import correlation_matrix
+    from mindvis.metrics.identification import correlation_matrix
     from mindvis.evaluation.uncertainty import ItemMeans, bootstrap_indices, multiplicities, percentile_interval
 
     n, k = gen_feats.shape[:2]

@@ -60,17 +60,6 @@ def permutations(n: int, count: int, seed: int) -> np.ndarray:
     return np.argsort(rng.random((count, n)), axis=1)
 
 
-def derangement(n: int, seed: int) -> np.ndarray:
-    """A random permutation of 0..n-1 with no fixed point (rejection sampling), fixed by `seed`."""
-    if n < 2:
-        raise InputDataError(None, f"a derangement needs >= 2 items, got {n}")
-    rng = np.random.default_rng([seed & 0xFFFFFFFF, 5])
-    while True:  # about e tries on average
-        order = rng.permutation(n)
-        if not np.any(order == np.arange(n)):
-            return order
-
-
 def percentile_interval(replicates: np.ndarray) -> list[float] | None:
     """The central 95 % of the finite replicates, or None when there are none."""
     reps = np.asarray(replicates, dtype=np.float64)

@@ -15,9 +15,8 @@
             and the sampler settings (sampler, steps, eta, guidance_scale, seed, n_samples);
             PNG: one row per test image, ground truth | K samples.
 
-Also here: `pairwise_identification`, the quick pixel-correlation measure used
-to select stage B checkpoints and by the sampler benchmark (the full metrics
-live in `mindvis.evaluation`), and `tile` for image grids.
+The summary's `pixel_identification` is `mindvis.metrics.identification.pairwise_identification`,
+the measure stage B checkpoint selection uses; the grid is `mindvis.utils.images.sample_grid`.
 """
 
 from __future__ import annotations
@@ -28,53 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from mindvis.checkpoints.mindvis_ldm import load_finetuned
+from mindvis.data.pairs import load_pairs
+from mindvis.metrics.identification import pairwise_identification
+from mindvis.models.ldm.sampling import SamplerConfig, sample_images
+from mindvis.utils.atomic import save_npz
+from mindvis.utils.device import resolve_device, set_threads
+from mindvis.utils.images import sample_grid, save_png
 
 log = logging.getLogger(__name__)
-
-
-def tile(rows: list[list[np.ndarray]], pad: int = 2, value: int = 255) -> np.ndarray:
-    """Images (H, W, 3) uint8 arranged in rows (ragged rows are padded) -> one uint8 image."""
-    if not rows or not any(rows):
-        raise ValueError("nothing to tile")
-    h, w = next(img for row in rows for img in row).shape[:2]
-    n_cols = max(len(r) for r in rows)
-    out = np.full((len(rows) * (h + pad) + pad, n_cols * (w + pad) + pad, 3), value, dtype=np.uint8)
-    for r, row in enumerate(rows):
-        for c, img in enumerate(row):
-            y, x = pad + r * (h + pad), pad + c * (w + pad)
-            out[y:y + h, x:x + w] = img
-    return out
-
-
-def sample_grid(ground_truth: np.ndarray, samples: np.ndarray, max_rows: int | None = None) -> np.ndarray:
-    """Rows: ground truth | K samples (the reference's layout)."""
-    n = ground_truth.shape[0] if max_rows is None else min(max_rows, ground_truth.shape[0])
-    return tile([[ground_truth[i], *samples[i]] for i in range(n)])
-
-
-def pairwise_identification(samples: np.ndarray, ground_truth: np.ndarray) -> float:
-    """Pair-wise identification by pixel correlation, averaged over items and samples.
-
-    For sample s of item i: the fraction of other items j whose ground truth
-    correlates less with s than item i's own ground truth does (Pearson over
-    all pixels). Chance is 0.5. samples: (n, K, H, W, 3); ground_truth: (n, H, W, 3).
-    """
-    n = ground_truth.shape[0]
-    if n < 2:
-        raise ValueError("pair-wise identification needs at least 2 items")
-    gt = ground_truth.reshape(n, -1).astype(np.float64)
-    gt = gt - gt.mean(axis=1, keepdims=True)
-    gt /= np.linalg.norm(gt, axis=1, keepdims=True).clip(1e-12)
-    scores = []
-    for k in range(samples.shape[1]):
-        s = samples[:, k].reshape(n, -1).astype(np.float64)
-        s = s - s.mean(axis=1, keepdims=True)
-        s /= np.linalg.norm(s, axis=1, keepdims=True).clip(1e-12)
-        corr = s @ gt.T  # (sample i, ground truth j)
-        own = np.diag(corr)[:, None]
-        wins = (corr < own).sum(axis=1)  # the diagonal never counts: own < own is false
-        scores.append(wins / (n - 1))
-    return float(np.mean(scores))
 
 
 @dataclass
@@ -113,15 +76,8 @@ def generate_samples(model_path: str | Path, npz: str | Path, out: str | Path, g
                      cfg: GenerateConfig, images: str | Path | None = None, dataset: str = "god",
                      tracker=None) -> dict[str, Any]:
     """Sample the test set of one subject; write the npz (and grid); return a summary."""
-    import torch
-
-    from mindvis.checkpoints.mindvis_ldm import load_finetuned
-    from mindvis.models.ldm.sampling import SamplerConfig, sample_images
-    from mindvis.training.ldm_trainer import load_pairs, pick_device, set_threads
-    from mindvis.utils.atomic import atomic_path, save_npz
-
     set_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     loaded = load_finetuned(model_path, encoder_checkpoint=cfg.encoder_checkpoint,
                             encoder_num_heads=cfg.encoder_num_heads, prior_config=cfg.prior_config)
     model = loaded.model.to(device).eval()
@@ -150,11 +106,8 @@ def generate_samples(model_path: str | Path, npz: str | Path, out: str | Path, g
         arrays["test_labels"] = pairs.labels[:n]
     save_npz(out, **arrays)
     if grid is not None:
-        from PIL import Image
-
         picture = sample_grid(gt, samples, cfg.grid_rows or None)
-        with atomic_path(grid) as tmp:
-            Image.fromarray(picture).save(tmp, format="PNG")
+        save_png(picture, grid)
         if tracker is not None:
             tracker.log_image(picture, "samples_grid.png")
     summary = {"n_test": int(n), "n_samples": cfg.n_samples, "sampler": cfg.sampler, "steps": cfg.steps,

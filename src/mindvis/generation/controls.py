@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from mindvis.evaluation.uncertainty import derangement
+from mindvis.data.pairs import load_pairs
+from mindvis.metrics.identification import correlation_matrix
+from mindvis.utils.device import resolve_device, set_threads
+from mindvis.utils.seeding import derangement
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,6 @@ class Unconditioned:
 
 def retrieve_training_items(test_fmri: np.ndarray, train_fmri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(index of the best-correlated training row per test row, that Pearson r)."""
-    from mindvis.evaluation.identification import correlation_matrix
-
     r = correlation_matrix(test_fmri, train_fmri)  # (n_test, n_train)
     best = r.argmax(axis=1)
     return best, r[np.arange(len(best)), best]
@@ -74,11 +75,10 @@ def generate_controls(model_path: str | Path, npz: str | Path, outs: dict[str, s
     from mindvis.checkpoints.mindvis_ldm import load_finetuned
     from mindvis.generation import normalisation_for
     from mindvis.models.ldm.sampling import SamplerConfig
-    from mindvis.training.ldm_trainer import load_pairs, pick_device, set_threads
     from mindvis.utils.atomic import save_npz
 
     set_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     loaded = load_finetuned(model_path, encoder_checkpoint=cfg.encoder_checkpoint,
                             encoder_num_heads=cfg.encoder_num_heads, prior_config=cfg.prior_config)
     model = loaded.model.to(device).eval()

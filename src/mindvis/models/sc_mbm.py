@@ -34,7 +34,6 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block
 
-from mindvis.data.conventions import pad_to_length
 from mindvis.models.pos_embed import sincos_table
 from mindvis.models.presets import ArchSpec
 
@@ -115,7 +114,7 @@ class ScMbm(nn.Module):
         if x.ndim != 3 or x.shape[1] != 1 or x.shape[2] != self.num_voxels:
             raise ValueError(
                 f"SC-MBM expects (B, 1, {self.num_voxels}) fMRI ({self.n_tokens} tokens x {self.patch_size} "
-                f"voxels), got {tuple(x.shape)}; pad or cut the data with mindvis.models.fit_voxels"
+                f"voxels), got {tuple(x.shape)}; pad or cut the data with mindvis.data.conventions.fit_voxels"
             )
         return x
 
@@ -214,13 +213,3 @@ def count_parameters(model: nn.Module, prefix_filter: tuple[str, ...] | None = N
 
 ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "blocks.", "norm.")
 
-
-def fit_voxels(x: np.ndarray, num_voxels: int) -> np.ndarray:
-    """Bring (n, V) data to a model's length, as MinD-Vis stage A2 does.
-
-    Shorter rows are wrap-padded (numpy mode="wrap", MinD-Vis's pad_to_length);
-    longer rows are cut to their first `num_voxels` voxels (MinD-Vis asserts
-    instead; cutting drops the last voxels, which are the wrap padding when the
-    difference is below one patch). Log the cut: it loses data.
-    """
-    return pad_to_length(np.asarray(x), num_voxels)

@@ -29,7 +29,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from mindvis.config import load_section
     from mindvis.training.job import run_training_job
-    from mindvis.training.ldm_trainer import AutoencoderConfig, read_images, train_autoencoder
+    from mindvis.data.images import read_images
+    from mindvis.training.ldm_trainer import AutoencoderConfig, train_autoencoder
 
     cfg = load_section(AutoencoderConfig, args.config, args.overrides)
     train = read_images(args.images, "train_images")

@@ -34,23 +34,20 @@ from typing import Any
 import numpy as np
 
 from mindvis.checkpoints.mindvis_encoder import load_mbm_checkpoint, reference_config
-from mindvis.data.conventions import ScalarNorm, wrap_pad_amount
+from mindvis.data.conventions import ScalarNorm, fit_voxels, split_holdout, wrap_pad_amount
 from mindvis.data.normalisation import resolve_normalisation
 from mindvis.models.pos_embed import INTERPOLATION_MODES
 from mindvis.models.sc_mbm import ScMbm
 from mindvis.training import distributed as ddp
 from mindvis.training.input_identity import hash_cache_path_for, input_identity
-from mindvis.models.sc_mbm import fit_voxels
 from mindvis.training.mbm_trainer import (
     LoopConfig,
     PreparedRows,
-    TrainingInterrupted,
     check_finite,
     prepare_rows,
     train_mbm,
     wrap_sources,
 )
-from mindvis.data.conventions import split_holdout
 from mindvis.utils.errors import ConfigError
 from mindvis.utils.seeding import seed_everything
 
@@ -221,27 +218,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from mindvis.config import load_section
-    from mindvis.training.mbm_trainer import resolve_device
+    from mindvis.training.job import run_training_job
 
     cfg = load_section(FinetuneConfig, args.config, args.overrides)
-    env = ddp.init_distributed(resolve_device(cfg.device, ddp.env_from_environment()).type)
-    if not env.is_main:
-        args.no_tracking = True
-    from mindvis.tracking import tracker_for
 
-    subject = args.npz.stem.removeprefix("sbj_")
-    try:
-        with tracker_for(args, cfg, dataset=args.dataset, subject=subject) as tracker:
-            try:
-                summary = finetune_mbm(args.pretrained, args.npz, args.dataset, args.out, cfg, tracker=tracker,
-                                       env=env)
-            except TrainingInterrupted as exc:
-                log.warning("%s", exc)
-                tracker.mark_interrupted(exc.step)
-                return 143
-            if env.is_main:
-                tracker.log_dict(summary, "summary.json")
-                tracker.log_file_reference(args.out, "fmri_encoder")
-    finally:
-        ddp.shutdown()
-    return 0
+    def job(env, tracker):
+        return finetune_mbm(args.pretrained, args.npz, args.dataset, args.out, cfg, tracker=tracker, env=env)
+
+    return run_training_job(args, cfg, job, out=args.out, artifact="fmri_encoder", dataset=args.dataset,
+                            subject=args.npz.stem.removeprefix("sbj_"))

@@ -36,7 +36,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from mindvis.config import load_section
     from mindvis.training.job import run_training_job
-    from mindvis.training.ldm_trainer import Label2ImgConfig, read_images, read_labels, train_label2img
+    from mindvis.data.images import read_images, read_labels
+    from mindvis.training.ldm_trainer import Label2ImgConfig, train_label2img
 
     cfg = load_section(Label2ImgConfig, args.config, args.overrides)
     images = read_images(args.images, "train_images")

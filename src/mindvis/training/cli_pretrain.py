@@ -33,7 +33,7 @@ from mindvis.data.stage_a1 import NORMALISATIONS, A1Source, StageA1Rows, join_a1
 from mindvis.models import MbmModelConfig, ScMbm, count_parameters, resolve_arch
 from mindvis.models.sc_mbm import ENCODER_PREFIXES
 from mindvis.training import distributed as ddp
-from mindvis.training.mbm_trainer import LoopConfig, TrainingInterrupted, check_finite, train_mbm
+from mindvis.training.mbm_trainer import LoopConfig, check_finite, train_mbm
 from mindvis.utils.errors import ConfigError
 from mindvis.utils.seeding import seed_everything
 
@@ -121,25 +121,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from mindvis.config import load_section
-    from mindvis.training.mbm_trainer import resolve_device
+    from mindvis.training.job import run_training_job
 
     cfg = load_section(MbmTrainConfig, args.config, args.overrides)
-    env = ddp.init_distributed(resolve_device(cfg.device, ddp.env_from_environment()).type)
-    if not env.is_main:
-        args.no_tracking = True  # one MLflow run per job, from rank 0
-    from mindvis.tracking import tracker_for
-
-    try:
-        with tracker_for(args, cfg, dataset="hcp") as tracker:
-            try:
-                summary = pretrain_mbm(args.hcp, args.god, args.out, cfg, tracker=tracker, env=env)
-            except TrainingInterrupted as exc:
-                log.warning("%s", exc)
-                tracker.mark_interrupted(exc.step)
-                return 143
-            if env.is_main:
-                tracker.log_dict(summary, "summary.json")
-                tracker.log_file_reference(args.out, "fmri_encoder")
-    finally:
-        ddp.shutdown()
-    return 0
+    return run_training_job(
+        args, cfg, lambda env, tracker: pretrain_mbm(args.hcp, args.god, args.out, cfg, tracker=tracker, env=env),
+        out=args.out, artifact="fmri_encoder", dataset="hcp")

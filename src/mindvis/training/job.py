@@ -1,4 +1,4 @@
-"""The shell every stage B training command shares: join DDP, track on rank 0, exit 143 on SIGTERM.
+"""The shell every training command (A1, A2, stage B) shares: join DDP, track on rank 0, exit 143 on SIGTERM.
 
 Under torchrun each process runs the command; only rank 0 opens an MLflow run
 and logs the summary, so a job stays one run whatever its process count.

@@ -75,8 +75,10 @@ from mindvis.checkpoints.compvis_ldm import (
     vq_to_compvis,
 )
 from mindvis.checkpoints.mindvis_ldm import finetuned_config, save_finetuned
+from mindvis.data.images import resize_images, to_hwc
 from mindvis.data.normalisation import resolve_normalisation
-from mindvis.io.npz import open_npz
+from mindvis.data.pairs import load_pairs
+from mindvis.metrics.identification import pairwise_identification
 from mindvis.models.ldm.autoencoder import build_vq, codebook_usage, restart_dead_codes
 from mindvis.models.ldm.conditioning import FmriConditioner
 from mindvis.models.ldm.dc_ldm import PRIOR_TRAINABLE, STAGE_B_REFERENCE, DcLdm, build_label_ldm
@@ -92,13 +94,14 @@ from mindvis.training.checkpointing import (
 from mindvis.training import distributed as ddp
 from mindvis.training.input_identity import hash_cache_path_for, input_identity
 from mindvis.data.conventions import split_holdout
-from mindvis.training.mbm_trainer import TrainingInterrupted, resolve_device, resolve_precision
+from mindvis.training.mbm_trainer import TrainingInterrupted, resolve_precision
+from mindvis.utils.device import resolve_device, set_threads
 from mindvis.utils.errors import ConfigError, InputDataError, MindVisError
+from mindvis.utils.images import sample_grid, tile
 from mindvis.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("god", "bold5000")
 PROTOCOLS = ("clean", "reference")
 SELECT_METRICS = ("loss", "pixel_identification")
 CONDITIONER_INITS = ("random", "prior")
@@ -198,21 +201,6 @@ class FinetuneLdmConfig(LdmLoopConfig):
 
 
 # -- small helpers -------------------------------------------------------------------------------------
-def set_threads(n: int) -> None:
-    if n and n > 0:
-        torch.set_num_threads(int(n))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
 def step_generator(seed: int, step: int, stream: int = 3) -> torch.Generator:
     """The generator of every random draw of one step: a function of (seed, step) only."""
     mixed = np.random.SeedSequence([seed & 0xFFFFFFFF, stream, step & 0xFFFFFFFF]).generate_state(1, np.uint64)[0]
@@ -291,35 +279,6 @@ def digest(*arrays: np.ndarray | torch.Tensor) -> str:
     return sha.hexdigest()[:16]
 
 
-# -- images ------------------------------------------------------------------------------------------
-def read_images(path: str | Path, key: str = "train_images") -> np.ndarray:
-    """(n, H, W, 3) uint8 from images_256.npz (or stimuli.npz)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError(path, "images npz not found")
-    with open_npz(path, "images npz") as npz:  # a damaged archive or member: a clean error naming the file
-        if key not in npz.files:
-            raise InputDataError(path, f"has no '{key}' (keys: {', '.join(npz.files)})")
-        images = npz[key]
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or images.shape[0] == 0:
-        raise InputDataError(path, f"{key} must be a non-empty (n, H, W, 3) uint8 array, got "
-                                   f"{images.dtype} {images.shape}")
-    return images
-
-
-def resize_images(images: np.ndarray, size: int) -> torch.Tensor:
-    """(n, H, W, 3) uint8 -> (n, 3, size, size) uint8, antialiased bilinear (done once, not per step)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x.contiguous()
-    out = []
-    for start in range(0, x.shape[0], 64):
-        chunk = F.interpolate(x[start:start + 64].float(), size=(size, size), mode="bilinear", antialias=True,
-                              align_corners=False)
-        out.append(chunk.round().clamp(0, 255).to(torch.uint8))
-    return torch.cat(out)
-
-
 def augment(batch: torch.Tensor, generator: torch.Generator | StepDraws, crop_p: float,
             crop_ratio: float) -> torch.Tensor:
     """uint8 (B, 3, S, S) -> float in [-1, 1]; each image with probability crop_p is randomly cropped and resized.
@@ -350,118 +309,6 @@ def random_patches(x: torch.Tensor, size: int, generator: torch.Generator | Step
         return x
     offsets = _draws_for(generator, x.shape[0]).randint("patch_offset", side - size + 1, 2).tolist()
     return torch.stack([img[:, t:t + size, l:l + size] for img, (t, l) in zip(x, offsets)])
-
-
-def to_hwc(images: torch.Tensor) -> np.ndarray:
-    return images.permute(0, 2, 3, 1).cpu().numpy()
-
-
-# -- labels -------------------------------------------------------------------------------------------
-def read_labels(path: str | Path, n_images: int, split: str = "train") -> tuple[np.ndarray, list[str]]:
-    """Class index per image, in the images npz's row order, and the class names.
-
-    Either `stimuli.npz` from `make-stimuli` (keys `{split}_labels`, `class_names`; its rows are in
-    imageID order, like images_256.npz), or a GOD label CSV (`imagenet_training_label.csv`: rows
-    `<wnid>.<index>,<file name>` in images_256.npz order): the class is the WordNet id, numbered in
-    sorted order.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError(path, "labels file not found")
-    if path.suffix == ".npz":
-        with open_npz(path, "labels npz") as npz:
-            key = f"{split}_labels"
-            if key not in npz.files:
-                raise InputDataError(path, f"has no '{key}' (keys: {', '.join(npz.files)})")
-            labels = npz[key]
-            if labels.dtype.kind not in "iu" or labels.ndim != 1:
-                raise InputDataError(path, f"{key} must be 1-D integers, got {labels.dtype} {labels.shape}")
-            labels = labels.astype(np.int64)
-            names = npz["class_names"] if "class_names" in npz.files else np.array([], dtype=str)
-            if names.ndim != 1:
-                raise InputDataError(path, f"class_names must be 1-D, got shape {names.shape}")
-            names = [str(n) for n in names]
-    else:
-        wnids = []
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputDataError(path, f"not a text CSV file ({exc.reason} at byte {exc.start})") from None
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            first = line.split(",")[0].strip()
-            try:
-                wnids.append(int(float(first)))
-            except (ValueError, OverflowError):  # OverflowError: 'inf'
-                raise InputDataError(path, f"line {line_no}: '{first}' is not a stimulus id") from None
-        classes = sorted(set(wnids))
-        lookup = {w: i for i, w in enumerate(classes)}
-        labels = np.array([lookup[w] for w in wnids], dtype=np.int64)
-        names = [f"n{w:08d}" for w in classes]
-    if labels.ndim != 1 or labels.shape[0] != n_images:
-        raise InputDataError(path, f"{labels.shape[0]} labels for {n_images} images: the files do not match")
-    if labels.min() < 0:
-        raise InputDataError(path, "negative class labels")
-    n_classes = max(int(labels.max()) + 1, len(names))
-    return labels, names or [str(i) for i in range(n_classes)]
-
-
-# -- (fMRI, image) pairs ------------------------------------------------------------------------------
-@dataclass
-class Pairs:
-    fmri: np.ndarray  # (n, num_voxels) float32, normalised and fitted to the model
-    images: torch.Tensor  # (n, 3, S, S) uint8, one per row of fmri
-    image_index: np.ndarray  # (n,) row of the split's image array
-    labels: np.ndarray | None  # (n,) class labels when the data carry them (GOD test: arr_4)
-    raw_voxels: int
-    norm_mean: float
-    norm_std: float
-
-    def images_hwc(self) -> np.ndarray:
-        return to_hwc(self.images)
-
-
-def load_pairs(npz: str | Path, images: str | Path | None, dataset: str, split: str, num_voxels: int,
-               image_size: int, roi: str | None = None, normalisation: str = "clean") -> Pairs:
-    """One subject's fMRI rows (MinD-Vis conventions) with their images, fitted to the model's sizes.
-
-    roi None: the dataset's default (GOD: VC, as MinD-Vis; BOLD5000: all five ROIs).
-    normalisation: "clean" (per-subject training statistics) or "reference" (MinD-Vis's own
-    steps, bit for bit: what its released checkpoints saw; docs/reference.md sections 2-3).
-    """
-    from mindvis.models.sc_mbm import fit_voxels
-
-    if dataset == "god":
-        roi = roi or "VC"
-        from mindvis.data.god import GodFmriDataset
-
-        if images is None:
-            raise ConfigError("GOD needs --images (images_256.npz)")
-        ds = GodFmriDataset(npz, images_npz=images, split=split, roi=roi, normalisation=normalisation)
-        pictures = ds.images[ds.image_index]
-        subject = ds.subjects[0]
-        labels = subject.test_labels if split == "test" else None
-    elif dataset == "bold5000":
-        from mindvis.data.bold5000 import Bold5000FmriDataset
-
-        ds = Bold5000FmriDataset(npz, split=split, roi=roi, with_images=True, normalisation=normalisation)
-        pictures = np.stack([ds[i]["image"].numpy() for i in range(len(ds))])
-        labels = None
-    else:
-        raise ConfigError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or labels.shape[0] != len(ds):
-            labels = None  # a label array that does not describe these rows is not used
-    raw = max(s.n_voxels for s in ds.subjects)
-    if ds.fmri.shape[1] > num_voxels:
-        log.warning("%s: %d voxels after padding but the encoder takes %d: the last %d are cut", npz,
-                    ds.fmri.shape[1], num_voxels, ds.fmri.shape[1] - num_voxels)
-    fmri = np.ascontiguousarray(fit_voxels(ds.fmri, num_voxels), dtype=np.float32)
-    norm = ds.norms[0]  # one subject
-    return Pairs(fmri=fmri, images=resize_images(pictures, image_size), image_index=np.asarray(ds.image_index),
-                 labels=labels, raw_voxels=int(raw), norm_mean=float(norm.mean), norm_std=float(norm.std))
 
 
 # -- the training loss of a step -------------------------------------------------------------------------
@@ -524,8 +371,8 @@ def join_processes(device_name: str, env: ddp.DistEnv | None = None) -> tuple[dd
     or spawned test processes) and runs as the only process otherwise.
     """
     if env is None:
-        env = ddp.init_distributed(resolve_device(device_name, ddp.env_from_environment()).type)
-    return env, resolve_device(device_name, env)
+        env = ddp.init_distributed(resolve_device(device_name, ddp.env_from_environment().local_rank).type)
+    return env, resolve_device(device_name, env.local_rank)
 
 
 def broadcast_object(obj: Any, env: ddp.DistEnv) -> Any:
@@ -808,8 +655,6 @@ def train_autoencoder(images: np.ndarray, cfg: AutoencoderConfig, out: str | Pat
         return metrics
 
     def grid(epoch):
-        from mindvis.generation import tile
-
         x = data[:8].to(device)
         with torch.no_grad():
             rec = vq(x.float() / 127.5 - 1.0).sample
@@ -874,8 +719,6 @@ def train_label2img(images: np.ndarray, labels: np.ndarray, autoencoder: str | P
         return step_diffusion_loss(model, x, y[idx].to(device), draws, cfg.cond_drop_prob, cfg.snr_gamma)
 
     def grid(epoch):
-        from mindvis.generation import tile
-
         shown = torch.arange(min(n_classes, 16))
         samples, _ = sample_images(model, shown, cfg.grid_sampler, device=device)
         model.train()
@@ -967,8 +810,6 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
     `env` None: one process, or the DDP group when launched with WORLD_SIZE > 1 (see run_loop);
     every process returns the same summary.
     """
-    from mindvis.generation import pairwise_identification, sample_grid
-
     if cfg.protocol not in PROTOCOLS:
         raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {cfg.protocol!r}")
     if cfg.select_metric not in SELECT_METRICS:

@@ -42,8 +42,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mindvis.checkpoints.mindvis_encoder import export_mbm_checkpoint
-from mindvis.data.conventions import ScalarNorm, wrap_pad
-from mindvis.models.sc_mbm import ScMbm, fit_voxels
+from mindvis.data.conventions import ScalarNorm, fit_voxels, wrap_pad
+from mindvis.models.sc_mbm import ScMbm
 from mindvis.training import distributed as ddp
 from mindvis.training.checkpointing import (
     capture_rng,
@@ -56,6 +56,7 @@ from mindvis.training.input_identity import hash_cache_path_for
 from mindvis.training.optim import build_adamw
 from mindvis.training.schedule import WarmupCosine
 from mindvis.utils.errors import ConfigError, InputDataError, MindVisError
+from mindvis.utils.device import resolve_device, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -338,18 +339,6 @@ def voxel_mean_baseline(train_rows: np.ndarray, holdout_rows: np.ndarray, model:
 
 
 # -- the loop -------------------------------------------------------------------------
-def resolve_device(name: str, env: ddp.DistEnv) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device=cuda but no CUDA device is available")
-        return torch.device("cuda", env.local_rank)
-    if name != "cpu":
-        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
-    return torch.device("cpu")
-
-
 def resolve_precision(name: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, use GradScaler)."""
     if name not in PRECISIONS:
@@ -413,11 +402,10 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
     env = env or ddp.DistEnv()
     if cfg.threads < 0:
         raise ConfigError(f"threads must be >= 0, got {cfg.threads}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     out_path = Path(out_path)
     resume_path = resume_path_for(out_path)
-    device = resolve_device(cfg.device, env)
+    device = resolve_device(cfg.device, env.local_rank)
     amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
     train_rows = check_finite(train_rows, "training rows")
     if train_rows.shape[1] != model.num_voxels:

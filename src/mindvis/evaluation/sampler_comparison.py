@@ -24,7 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from mindvis.data.pairs import load_pairs
 from mindvis.generation import normalisation_for
+from mindvis.metrics.identification import pairwise_identification
+from mindvis.utils.device import resolve_device, set_threads
 from mindvis.utils.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
@@ -82,15 +85,6 @@ def check_config(cfg: SamplerComparisonConfig) -> list[tuple[str, int]]:
     return specs
 
 
-def pcc_identification(samples: np.ndarray, ground_truth: np.ndarray) -> float:
-    """Pair-wise identification by pixel correlation, mean over the K sample sets (chance 0.5)."""
-    from mindvis.evaluation.identification import pairwise_pixel_identification
-
-    rates = [pairwise_pixel_identification(samples[:, k], ground_truth, with_ssim=False)["identification_pcc"]
-             for k in range(samples.shape[1])]
-    return float(np.mean(rates))
-
-
 def nway_exact(judge, samples: np.ndarray, gt_probs: np.ndarray, n: int) -> float:
     """Exact expected n-way top-1 (the reference's protocol without sampling noise), mean over sample sets."""
     from mindvis.evaluation.nway import n_way_top1
@@ -116,11 +110,10 @@ def compare_samplers(model_path: str | Path, npz: str | Path, images: str | Path
 
     from mindvis.checkpoints.mindvis_ldm import load_finetuned
     from mindvis.models.ldm.sampling import SamplerConfig, sample_images
-    from mindvis.training.ldm_trainer import load_pairs, pick_device, set_threads
 
     specs = check_config(cfg)
     set_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     loaded = load_finetuned(model_path)
     model = loaded.model.to(device).eval()
     too_many = [f"{n}:{s}" for n, s in specs if s > model.spec.schedule.timesteps]
@@ -169,7 +162,7 @@ def compare_samplers(model_path: str | Path, npz: str | Path, images: str | Path
             seconds = time.perf_counter() - t0
         row: dict[str, Any] = {"sampler": name, "steps": steps, "images": n_images,
                                "seconds_per_image": seconds / n_images,
-                               "identification_pcc": pcc_identification(samples, gt)}
+                               "identification_pcc": pairwise_identification(samples, gt)}
         if judge is not None:
             row["nway_top1_exact"] = nway_exact(judge, samples, gt_probs, n_way)
         rows.append(row)

@@ -53,7 +53,7 @@ def metric_names(rows: list[dict]) -> list[str]:
 
 def run(args) -> int:
     from mindvis.config import load_section
-    from mindvis.generation.sampler_comparison import SamplerComparisonConfig, compare_samplers, format_table
+    from mindvis.evaluation.sampler_comparison import SamplerComparisonConfig, compare_samplers, format_table
     from mindvis.tracking import tracker_for
     from mindvis.utils.atomic import write_json
 
