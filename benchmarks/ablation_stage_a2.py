@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from mindvis.config import load_section
-from mindvis.training.cli_finetune import DATASETS, FinetuneConfig, finetune_from_rows, load_subject_for
+from mindvis.training.stage_a2 import DATASETS, FinetuneConfig, finetune_from_rows, load_subject_for
 
 
 def main() -> None:

@@ -178,7 +178,7 @@ def test_clean_uses_each_subjects_training_statistics(tmp_path):
 
 
 def test_stage_a2_reference_tunes_on_the_references_test_matrix(tmp_path):
-    from mindvis.training.cli_finetune import FinetuneConfig, load_subject_for
+    from mindvis.training.stage_a2 import FinetuneConfig, load_subject_for
 
     path = write_subject(tmp_path, 1, ROIS_1, seed=1)
     train, test = mindvis_bold5000(tmp_path / "py", ["CSI1"], include_nonavg_test=True)

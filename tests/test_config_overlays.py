@@ -14,7 +14,7 @@ from snakemake.utils import validate
 from mindvis.config import load_section
 from mindvis.evaluation import EvaluateConfig
 from mindvis.generation import GenerateConfig
-from mindvis.training.cli_finetune import FinetuneConfig
+from mindvis.training.stage_a2 import FinetuneConfig
 from mindvis.training.ldm_trainer import FinetuneLdmConfig
 
 ROOT = Path(__file__).resolve().parents[1]

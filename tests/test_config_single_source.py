@@ -36,8 +36,8 @@ from mindvis.simulate.bold5000 import Bold5000SimConfig
 from mindvis.simulate.god import GodSimConfig
 from mindvis.simulate.hcp import HcpSimConfig
 from mindvis.simulate.stimuli import StimuliConfig
-from mindvis.training.cli_finetune import FinetuneConfig
-from mindvis.training.cli_pretrain import MbmTrainConfig
+from mindvis.training.stage_a2 import FinetuneConfig
+from mindvis.training.stage_a1 import MbmTrainConfig
 from mindvis.training.ldm_trainer import AutoencoderConfig, FinetuneLdmConfig, Label2ImgConfig
 
 CONFIG = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())

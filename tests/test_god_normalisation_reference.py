@@ -178,7 +178,7 @@ def test_clean_and_reference_differ_where_the_issue_says(tmp_path):
 
 def test_stage_a2_reference_tunes_on_the_references_test_matrix(tmp_path):
     """MinD-Vis's A2: the test matrix with include_nonavg_test, then wrap-padded or cut to the checkpoint."""
-    from mindvis.training.cli_finetune import FinetuneConfig, _normalised_rows, load_subject_for
+    from mindvis.training.stage_a2 import FinetuneConfig, _normalised_rows, load_subject_for
 
     path = tmp_path / "sbj_3.npz"
     write_subject(path, n_voxels=37, seed=3)

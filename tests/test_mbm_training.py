@@ -13,7 +13,7 @@ from mindvis.models import PRESETS, ScMbm
 from mindvis.data.conventions import split_holdout
 from mindvis.training import LoopConfig, WarmupCosine, prepare_rows, train_mbm
 from mindvis.training.checkpointing import resume_path_for
-from mindvis.training.cli_pretrain import MbmTrainConfig, pretrain_from_matrix
+from mindvis.training.stage_a1 import MbmTrainConfig, pretrain_from_matrix
 from mindvis.training.optim import decay_groups
 from mindvis.utils.errors import ConfigError, InputDataError
 
@@ -167,7 +167,7 @@ def test_bf16_autocast_on_cpu_tracks_fp32_and_fp16_needs_cuda(tmp_path):
 
 def test_config_sections_load_with_model_overrides():
     from mindvis.config import load_section
-    from mindvis.training.cli_finetune import FinetuneConfig
+    from mindvis.training.stage_a2 import FinetuneConfig
 
     cfg = load_section(MbmTrainConfig, "{epochs: 3, model: {preset: paper, depth: 2}}", ["model.num_heads=8"])
     assert cfg.epochs == 3 and cfg.model.preset == "paper" and cfg.model.depth == 2 and cfg.model.num_heads == 8

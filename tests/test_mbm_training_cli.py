@@ -11,7 +11,7 @@ import torch
 from mindvis.checkpoints import load_mbm_checkpoint
 from mindvis.cli.main import main
 from mindvis.data.conventions import ScalarNorm, wrap_pad
-from mindvis.training.cli_finetune import FinetuneConfig, SubjectRows, finetune_from_rows
+from mindvis.training.stage_a2 import FinetuneConfig, SubjectRows, finetune_from_rows
 
 A1 = json.dumps({"epochs": 2, "batch_size": 8, "window": 4, "checkpoint_every_steps": 0, "device": "cpu"})
 A2 = {"epochs": 2, "batch_size": 8, "checkpoint_every_steps": 0, "device": "cpu"}

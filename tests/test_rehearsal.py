@@ -53,7 +53,7 @@ def test_rehearsal_overlay_has_the_paper_sizes():
     from mindvis.simulate.bold5000 import Bold5000SimConfig
     from mindvis.simulate.god import GodSimConfig
     from mindvis.simulate.hcp import HcpSimConfig
-    from mindvis.training.cli_finetune import FinetuneConfig
+    from mindvis.training.stage_a2 import FinetuneConfig
     from mindvis.training.ldm_trainer import AutoencoderConfig, FinetuneLdmConfig, Label2ImgConfig
 
     c = merged(ROOT / "config" / "rehearsal.yaml")

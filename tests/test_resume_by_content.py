@@ -31,7 +31,7 @@ from mindvis.models.ldm.presets import LdmModelConfig, resolve_ldm_spec
 from mindvis.models.ldm.sampling import SamplerConfig
 from mindvis.models.sc_mbm import ScMbm
 from mindvis.training.checkpointing import resume_path_for
-from mindvis.training.cli_finetune import FinetuneConfig, SubjectRows, finetune_from_rows
+from mindvis.training.stage_a2 import FinetuneConfig, SubjectRows, finetune_from_rows
 from mindvis.training.input_identity import hash_cache_path_for, input_identity
 from mindvis.training.ldm_trainer import FinetuneLdmConfig, finetune_ldm
 

@@ -20,7 +20,7 @@ import torch
 from mindvis.data.hcp import block_average
 from mindvis.preprocess.hcp import zscore_columns
 from mindvis.simulate.hcp import VISUAL_AREAS, HcpSimConfig, prepare_subject
-from mindvis.training.cli_pretrain import MbmTrainConfig, pretrain_from_matrix
+from mindvis.training.stage_a1 import MbmTrainConfig, pretrain_from_matrix
 from mindvis.training.mbm_trainer import HiddenVoxelScore, wrap_sources
 
 FRAMES = 600  # per run; two runs
