@@ -128,7 +128,7 @@ def test_report_cli_over_evaluate_outputs(workdir):
 
 
 def test_grid_layout_and_downscale():
-    from mindvis.evaluation import grid_image
+    from mindvis.utils.images import grid_image
 
     rng = np.random.default_rng(0)
     samples = rng.integers(0, 256, (7, 2, 32, 32, 3), dtype=np.uint8)

@@ -21,7 +21,7 @@ import pytest
 import timeouts
 from PIL import Image
 
-from mindvis.evaluation import grid_image
+from mindvis.utils.images import grid_image
 from mindvis.evaluation.report import gather_inputs, write_report
 from mindvis.evaluation.report.samplers import x_range, y_range
 

@@ -24,11 +24,12 @@ import argparse
 import logging
 
 from mindvis.config import load_section
-from mindvis.evaluation import EvaluateConfig, flat_metrics, grid_image, load_samples
+from mindvis.evaluation import EvaluateConfig, flat_metrics, load_samples
 from mindvis.evaluation.controls import evaluate_with_controls, load_training_images, recorded_seed
 from mindvis.tracking import tracker_for
 from mindvis.tracking.job import parse_wildcards
 from mindvis.utils.atomic import write_json
+from mindvis.utils.images import grid_image, save_png
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from PIL import Image
-
-    from mindvis.utils.atomic import atomic_path
-
     cfg = load_section(EvaluateConfig, args.config, args.overrides)
     if args.judge:
         cfg.judge_weights = args.judge
@@ -84,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
         tracker.log_artifact(args.out)
         grid = grid_image(samples, gt, cfg.grid_rows, cell_max=cfg.grid_cell_max)
         if args.grid_out:
-            with atomic_path(args.grid_out) as tmp:
-                Image.fromarray(grid).save(tmp, format="PNG")
+            save_png(grid, args.grid_out)
         tracker.log_image(grid, "reconstructions.png")
         for name, rec in doc["metrics"].items():
             chance = f" (chance {rec['chance']:.3g})" if rec.get("chance") is not None else ""

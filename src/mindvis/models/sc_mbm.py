@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from functools import partial
 
-import numpy as np
 import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block

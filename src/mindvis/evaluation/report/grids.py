@@ -2,7 +2,7 @@
 
 `mindvis evaluate --grid-out` writes one PNG per run: one row per test item, the
 ground truth, a wider white gap, then the K samples, with `gap` px of white around
-every cell (mindvis.evaluation.grid_image). The report finds that layout back from
+every cell (mindvis.utils.images.grid_image). The report finds that layout back from
 the pixels, shows each cell at >= MIN_CELL_PX on screen, frames and labels the
 ground-truth column, and enlarges the grid on click. A PNG whose layout is not
 found is shown as it is, scaled up the same way.
