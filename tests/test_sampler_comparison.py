@@ -23,11 +23,11 @@ from mindvis.evaluation.judge_training import JudgeTrainConfig, save_judge, trai
 from mindvis.evaluation.judges import load_small_cnn_judge
 from mindvis.evaluation.report import read_sampler_table, sampler_section
 from mindvis.generation import GenerateConfig, generate_samples
-from mindvis.evaluation.cli_compare_samplers import metric_names
 from mindvis.evaluation.sampler_comparison import (
     SamplerComparisonConfig,
     compare_samplers,
     format_table,
+    metric_names,
     parse_sampler_specs,
 )
 from mindvis.models.ldm.dc_ldm import build_fmri_ldm

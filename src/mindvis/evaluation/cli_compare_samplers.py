@@ -40,20 +40,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="sampler table JSON, e.g. <dir>/samplers.json")
 
 
-def metric_names(rows: list[dict]) -> list[str]:
-    """MLflow keys per row, '<sampler>-<steps>/<metric>'; a repeated sampler gets '_2', '_3', ..."""
-    seen: dict[str, int] = {}
-    names = []
-    for row in rows:
-        base = f"{row['sampler']}-{row['steps']}"
-        seen[base] = seen.get(base, 0) + 1
-        names.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
-    return names
-
-
 def run(args) -> int:
     from mindvis.config import load_section
-    from mindvis.evaluation.sampler_comparison import SamplerComparisonConfig, compare_samplers, format_table
+    from mindvis.evaluation.sampler_comparison import (SamplerComparisonConfig, compare_samplers, format_table,
+                                                        metric_names)
     from mindvis.tracking import tracker_for
     from mindvis.utils.atomic import write_json
 

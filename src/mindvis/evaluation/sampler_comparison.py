@@ -199,3 +199,14 @@ def format_table(result: dict[str, Any]) -> str:
             line += f"{row['nway_top1_exact']:>14.3f}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def metric_names(rows: list[dict]) -> list[str]:
+    """MLflow keys per row, '<sampler>-<steps>/<metric>'; a repeated sampler gets '_2', '_3', ..."""
+    seen: dict[str, int] = {}
+    names = []
+    for row in rows:
+        base = f"{row['sampler']}-{row['steps']}"
+        seen[base] = seen.get(base, 0) + 1
+        names.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+    return names
