@@ -79,7 +79,7 @@ def demo_metrics(dataset, subject, nway, top1, pcc, two_way, pix) -> dict:
 def demo_grid(dataset: str, subject: str, out: Path) -> None:
     from PIL import Image
 
-    from mindvis.evaluation import grid_image
+    from mindvis.utils.images import grid_image
     from mindvis.simulate.stimuli import StimuliConfig, build_stimuli
 
     stim = build_stimuli(StimuliConfig())
