@@ -120,6 +120,9 @@ class JobTracker:
         self._catching = False
         self._stop_mode = "hold"  # "hold": remember a SIGTERM; "raise": raise JobKilled at once
         self._pending_stop: int | None = None
+        # a JobKilled raised by the handler, until __exit__ sees it: Python drops an exception
+        # raised where it cannot propagate (a weakref callback, __del__), and the stop must not be lost
+        self._raised_stop: int | None = None
         self._owner_pid = os.getpid()
 
     # -- plumbing -------------------------------------------------------------
@@ -200,6 +203,7 @@ class JobTracker:
             return
         if self._stop_mode == "raise":
             self._stop_mode = "hold"  # a second SIGTERM while the job unwinds waits for the run's end
+            self._raised_stop = signum
             raise JobKilled(signum)
         self._pending_stop = self._pending_stop or signum
 
@@ -211,6 +215,7 @@ class JobTracker:
         if self._pending_stop is not None:
             signum, self._pending_stop = self._pending_stop, None
             self._stop_mode = "hold"
+            self._raised_stop = signum
             raise JobKilled(signum)
 
     def _release_stops(self) -> int | None:
@@ -254,6 +259,11 @@ class JobTracker:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._stop_mode = "hold"  # a SIGTERM now waits until the run is closed
+        # a JobKilled the handler raised that never reached here was swallowed on the way: still a stop
+        lost, self._raised_stop = (self._raised_stop if exc_type is None else None), None
+        if lost is not None:
+            exc_type, exc, tb = JobKilled, JobKilled(lost), None
+            log.warning("SIGTERM arrived where Python could not raise it (%s); the job stops now", exc)
         try:
             stopped = exc_type is not None and issubclass(exc_type, (JobKilled, KeyboardInterrupt))
             status = "FINISHED" if exc_type is None else ("KILLED" if stopped else "FAILED")
@@ -270,6 +280,8 @@ class JobTracker:
             pending = self._release_stops()
         if pending is not None and exc_type is None:
             raise JobKilled(pending)  # held while the run closed; the job's work is done, the run FINISHED
+        if lost is not None:
+            raise exc
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not self.enabled:  # skip even the mlflow import
