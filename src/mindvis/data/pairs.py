@@ -48,20 +48,8 @@ def load_pairs(npz: str | Path, images: str | Path | None, dataset: str, split: 
     normalisation: "clean" (per-subject training statistics) or "reference" (MinD-Vis's own
     steps, bit for bit: what its released checkpoints saw; docs/reference.md sections 2-3).
     """
-    if dataset == "god":
-        roi = roi or "VC"
-        if images is None:
-            raise ConfigError("GOD needs --images (images_256.npz)")
-        ds = GodFmriDataset(npz, images_npz=images, split=split, roi=roi, normalisation=normalisation)
-        pictures = ds.images[ds.image_index]
-        subject = ds.subjects[0]
-        labels = subject.test_labels if split == "test" else None
-    elif dataset == "bold5000":
-        ds = Bold5000FmriDataset(npz, split=split, roi=roi, with_images=True, normalisation=normalisation)
-        pictures = np.stack([ds[i]["image"].numpy() for i in range(len(ds))])
-        labels = None
-    else:
-        raise ConfigError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    ds, pictures = _split_with_pictures(npz, images, dataset, split, roi, normalisation)
+    labels = ds.subjects[0].test_labels if dataset == "god" and split == "test" else None
     if labels is not None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.shape[0] != len(ds):
@@ -74,3 +62,23 @@ def load_pairs(npz: str | Path, images: str | Path | None, dataset: str, split: 
     norm = ds.norms[0]  # one subject
     return Pairs(fmri=fmri, images=resize_images(pictures, image_size), image_index=np.asarray(ds.image_index),
                  labels=labels, raw_voxels=int(raw), norm_mean=float(norm.mean), norm_std=float(norm.std))
+
+
+def split_images(npz: str | Path, images: str | Path | None, dataset: str, split: str,
+                 image_size: int) -> np.ndarray:
+    """The split's image of every fMRI row, resized as `load_pairs` resizes them: (n, S, S, 3) uint8."""
+    _, pictures = _split_with_pictures(npz, images, dataset, split, None, "clean")
+    return to_hwc(resize_images(pictures, image_size))
+
+
+def _split_with_pictures(npz, images, dataset: str, split: str, roi: str | None, normalisation: str):
+    """The subject's dataset for one split and the picture of each of its rows (native size)."""
+    if dataset == "god":
+        if images is None:
+            raise ConfigError("GOD needs --images (images_256.npz)")
+        ds = GodFmriDataset(npz, images_npz=images, split=split, roi=roi or "VC", normalisation=normalisation)
+        return ds, ds.images[ds.image_index]
+    if dataset == "bold5000":
+        ds = Bold5000FmriDataset(npz, split=split, roi=roi, with_images=True, normalisation=normalisation)
+        return ds, np.stack([ds[i]["image"].numpy() for i in range(len(ds))])
+    raise ConfigError(f"dataset must be one of {DATASETS}, got {dataset!r}")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mindvis.data.images import resize_images, to_hwc
 from mindvis.utils.errors import InputDataError
 
 log = logging.getLogger(__name__)
@@ -53,21 +52,11 @@ DEFINITIONS = {
 
 def load_training_images(npz: str | Path, images: str | Path | None, dataset: str, size: int) -> np.ndarray:
     """The subject's training images, resized as the ground truth is (antialiased bilinear): (m, size, size, 3)."""
-    if dataset == "god":
-        from mindvis.data.god import GodFmriDataset
+    from mindvis.data.pairs import split_images
 
-        if images is None:
-            raise InputDataError(npz, "GOD's training images are in images_256.npz: pass --train-images")
-        ds = GodFmriDataset(npz, images_npz=images, split="train")
-        pictures = ds.images[ds.image_index]
-    elif dataset == "bold5000":
-        from mindvis.data.bold5000 import Bold5000FmriDataset
-
-        ds = Bold5000FmriDataset(npz, split="train", with_images=True)
-        pictures = np.stack([np.asarray(ds[i]["image"]) for i in range(len(ds))])
-    else:
-        raise InputDataError(npz, f"training images: dataset must be god or bold5000, got {dataset!r}")
-    return to_hwc(resize_images(pictures, size))
+    if dataset == "god" and images is None:
+        raise InputDataError(npz, "GOD's training images are in images_256.npz: pass --train-images")
+    return split_images(npz, images, dataset, "train", size)
 
 
 def recorded_seed(path: str | Path) -> int | None:
