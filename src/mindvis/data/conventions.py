@@ -77,6 +77,11 @@ def join_subjects(matrices: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([pad_to_length(m, length) for m in matrices], axis=0)
 
 
+# how a training stage picks its epoch: clean = on held-out training rows (split_holdout);
+# reference = on the TEST set, as MinD-Vis does (docs/reference.md section 6)
+PROTOCOLS = ("clean", "reference")
+
+
 def split_holdout(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out indices), a seeded random split; at least one held-out row when fraction > 0."""
     if not 0.0 <= fraction < 1.0:

@@ -93,7 +93,7 @@ from mindvis.training.checkpointing import (
 )
 from mindvis.training import distributed as ddp
 from mindvis.training.input_identity import hash_cache_path_for, input_identity
-from mindvis.data.conventions import split_holdout
+from mindvis.data.conventions import PROTOCOLS, split_holdout
 from mindvis.training.mbm_trainer import TrainingInterrupted, resolve_precision
 from mindvis.utils.device import resolve_device, set_threads
 from mindvis.utils.errors import ConfigError, InputDataError, MindVisError
@@ -102,7 +102,6 @@ from mindvis.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("clean", "reference")
 SELECT_METRICS = ("loss", "pixel_identification")
 CONDITIONER_INITS = ("random", "prior")
 

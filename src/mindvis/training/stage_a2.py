@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from mindvis.checkpoints.mindvis_encoder import load_mbm_checkpoint, reference_config
-from mindvis.data.conventions import ScalarNorm, fit_voxels, split_holdout, wrap_pad_amount
+from mindvis.data.conventions import PROTOCOLS, ScalarNorm, fit_voxels, split_holdout, wrap_pad_amount
+from mindvis.data.pairs import DATASETS
 from mindvis.data.normalisation import resolve_normalisation
 from mindvis.models.pos_embed import INTERPOLATION_MODES
 from mindvis.models.sc_mbm import ScMbm
@@ -52,10 +53,6 @@ from mindvis.utils.errors import ConfigError
 from mindvis.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
-
-PROTOCOLS = ("clean", "reference")
-DATASETS = ("god", "bold5000")
-
 
 @dataclass
 class FinetuneConfig(LoopConfig):
