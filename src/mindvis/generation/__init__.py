@@ -72,15 +72,37 @@ def normalisation_for(loaded) -> str:
     return str(loaded.mindvis.get("normalisation") or "clean")
 
 
+def load_model(model_path: str | Path, cfg: GenerateConfig, device):
+    """The checkpoint (a mindvis or MinD-Vis finetuned file) and its model on `device`, in eval mode."""
+    loaded = load_finetuned(model_path, encoder_checkpoint=cfg.encoder_checkpoint,
+                            encoder_num_heads=cfg.encoder_num_heads, prior_config=cfg.prior_config)
+    return loaded, loaded.model.to(device).eval()
+
+
+def sampler_config(cfg: GenerateConfig) -> SamplerConfig:
+    return SamplerConfig(sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, guidance_scale=cfg.guidance_scale,
+                         n_samples=cfg.n_samples, seed=cfg.seed, batch_size=cfg.batch_size,
+                         quantize_decode=cfg.quantize_decode)
+
+
+def samples_record(pairs, n: int, cfg: GenerateConfig) -> dict[str, np.ndarray]:
+    """What every samples.npz carries besides its samples: the first n items' ground truth and the settings."""
+    record = {"ground_truth": pairs.images_hwc()[:n], "image_index": pairs.image_index[:n],
+              "sampler": np.array(cfg.sampler), "steps": np.array(cfg.steps), "eta": np.array(cfg.eta),
+              "guidance_scale": np.array(cfg.guidance_scale), "seed": np.array(cfg.seed),
+              "n_samples": np.array(cfg.n_samples)}
+    if pairs.labels is not None:
+        record["test_labels"] = pairs.labels[:n]
+    return record
+
+
 def generate_samples(model_path: str | Path, npz: str | Path, out: str | Path, grid: str | Path | None,
                      cfg: GenerateConfig, images: str | Path | None = None, dataset: str = "god",
                      tracker=None) -> dict[str, Any]:
     """Sample the test set of one subject; write the npz (and grid); return a summary."""
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    loaded = load_finetuned(model_path, encoder_checkpoint=cfg.encoder_checkpoint,
-                            encoder_num_heads=cfg.encoder_num_heads, prior_config=cfg.prior_config)
-    model = loaded.model.to(device).eval()
+    loaded, model = load_model(model_path, cfg, device)
     spec = model.spec
     roi = cfg.roi or loaded.mindvis.get("roi")  # the training run's ROI unless the config names one
     normalisation = normalisation_for(loaded)
@@ -90,21 +112,14 @@ def generate_samples(model_path: str | Path, npz: str | Path, out: str | Path, g
     pairs = load_pairs(npz, images, dataset, "test", num_voxels=model.conditioner.num_voxels,
                        image_size=spec.vq.resolution, roi=roi, normalisation=normalisation)
     n = pairs.fmri.shape[0] if cfg.max_items <= 0 else min(cfg.max_items, pairs.fmri.shape[0])
-    sampler = SamplerConfig(sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, guidance_scale=cfg.guidance_scale,
-                            n_samples=cfg.n_samples, seed=cfg.seed, batch_size=cfg.batch_size,
-                            quantize_decode=cfg.quantize_decode)
+    sampler = sampler_config(cfg)
     fmri = torch.from_numpy(pairs.fmri[:n])[:, None, :]
     log.info("sampling %d test items x %d samples with %s-%d on %s", n, cfg.n_samples, cfg.sampler, cfg.steps,
              device)
     samples, timing = sample_images(model, fmri, sampler, device=device)
-    gt = pairs.images_hwc()[:n]
-    arrays = {"samples": samples, "ground_truth": gt, "image_index": pairs.image_index[:n],
-              "sampler": np.array(cfg.sampler), "steps": np.array(cfg.steps), "eta": np.array(cfg.eta),
-              "guidance_scale": np.array(cfg.guidance_scale), "seed": np.array(cfg.seed),
-              "n_samples": np.array(cfg.n_samples)}
-    if pairs.labels is not None:
-        arrays["test_labels"] = pairs.labels[:n]
-    save_npz(out, **arrays)
+    record = samples_record(pairs, n, cfg)
+    gt = record["ground_truth"]
+    save_npz(out, samples=samples, **record)
     if grid is not None:
         picture = sample_grid(gt, samples, cfg.grid_rows or None)
         save_png(picture, grid)

@@ -72,16 +72,12 @@ def generate_controls(model_path: str | Path, npz: str | Path, outs: dict[str, s
     """Write the three control sample files (`outs`: shuffled_fmri, prior_only, train_retrieval -> path)."""
     import torch
 
-    from mindvis.checkpoints.mindvis_ldm import load_finetuned
-    from mindvis.generation import normalisation_for
-    from mindvis.models.ldm.sampling import SamplerConfig
+    from mindvis.generation import load_model, normalisation_for, sampler_config, samples_record
     from mindvis.utils.atomic import save_npz
 
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    loaded = load_finetuned(model_path, encoder_checkpoint=cfg.encoder_checkpoint,
-                            encoder_num_heads=cfg.encoder_num_heads, prior_config=cfg.prior_config)
-    model = loaded.model.to(device).eval()
+    loaded, model = load_model(model_path, cfg, device)
     roi = cfg.roi or loaded.mindvis.get("roi")
     view = dict(num_voxels=model.conditioner.num_voxels, image_size=model.spec.vq.resolution, roi=roi,
                 normalisation=normalisation_for(loaded))
@@ -89,18 +85,11 @@ def generate_controls(model_path: str | Path, npz: str | Path, outs: dict[str, s
     train = load_pairs(npz, images, dataset, "train", **view)
     n = test.fmri.shape[0] if cfg.max_items <= 0 else min(cfg.max_items, test.fmri.shape[0])
     order = derangement(n, cfg.seed)
-    sampler = SamplerConfig(sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, guidance_scale=cfg.guidance_scale,
-                            n_samples=cfg.n_samples, seed=cfg.seed, batch_size=cfg.batch_size,
-                            quantize_decode=cfg.quantize_decode)
+    sampler = sampler_config(cfg)
     log.info("controls: %d test items x %d samples (%s-%d), shuffled fMRI and prior only", n, cfg.n_samples,
              cfg.sampler, cfg.steps)
     generated = control_samples(model, torch.from_numpy(test.fmri[:n])[:, None, :], sampler, order, device)
-    gt = test.images_hwc()[:n]
-    common = {"ground_truth": gt, "image_index": test.image_index[:n], "sampler": np.array(cfg.sampler),
-              "steps": np.array(cfg.steps), "eta": np.array(cfg.eta), "guidance_scale": np.array(cfg.guidance_scale),
-              "seed": np.array(cfg.seed), "n_samples": np.array(cfg.n_samples)}
-    if test.labels is not None:
-        common["test_labels"] = test.labels[:n]
+    common = samples_record(test, n, cfg)
     save_npz(outs["shuffled_fmri"], samples=generated["shuffled_fmri"], fmri_order=order, **common)
     save_npz(outs["prior_only"], samples=generated["prior_only"], **common)
     best, r = retrieve_training_items(test.fmri[:n], train.fmri)
