@@ -16,19 +16,17 @@ import torch
 import yaml
 
 from mindvis.checkpoints.compvis_ldm import (
-    UNET_PREFIX,
     export_compvis_state,
-    infer_unet_spec,
-    infer_vq_spec,
     read_compvis_ldm,
     read_vq_checkpoint,
     save_compvis_checkpoint,
-    schedule_buffers,
     unet_from_compvis,
     unet_to_compvis,
     vq_from_compvis,
     vq_to_compvis,
 )
+from mindvis.checkpoints.compvis_names import UNET_PREFIX
+from mindvis.checkpoints.compvis_specs import infer_unet_spec, infer_vq_spec, schedule_buffers
 from mindvis.checkpoints.mindvis_ldm import MASK_TOKEN_DROP, export_mindvis_state, load_finetuned, save_finetuned
 from mindvis.models.ldm.autoencoder import build_vq
 from mindvis.models.ldm.dc_ldm import build_fmri_ldm, build_label_ldm, ddpm_scheduler

@@ -2,7 +2,7 @@
 
 The file (docs/reference.md §5 lists every key and where it comes from) is a dict:
     model_state_dict   the reference's LatentDiffusion.state_dict():
-                       model.diffusion_model.*               the UNet, CompVis names (compvis_ldm rules)
+                       model.diffusion_model.*               the UNet, CompVis names (compvis_names rules)
                        model.diffusion_model.time_embed_condtion.{0,1,2}.*   the time branch (sic, the
                                                              reference's spelling): Conv1d, Conv1d, Linear
                        first_stage_model.*                   the VQ, CompVis names
@@ -37,21 +37,22 @@ from typing import Any
 
 import torch
 
-from mindvis.checkpoints.compvis_ldm import (
+from mindvis.checkpoints.compvis_ldm import ImportReport, from_foreign
+from mindvis.checkpoints.compvis_names import (
     SCHEDULE_KEYS,
     UNET_PREFIX,
     VQ_PREFIX,
-    ImportReport,
+    unet_key_to_compvis,
+    vq_is_attention_weight,
+    vq_key_to_compvis,
+)
+from mindvis.checkpoints.compvis_specs import (
     check_latent_size,
-    from_foreign,
     infer_unet_spec,
     infer_vq_spec,
     read_prior_yaml,
     schedule_buffers,
     schedule_from_buffers,
-    unet_key_to_compvis,
-    vq_is_attention_weight,
-    vq_key_to_compvis,
 )
 from mindvis.checkpoints.mindvis_encoder import arch_from_state_dict, config_fields
 from mindvis.checkpoints.stage_b_config import (
@@ -308,6 +309,16 @@ class LoadedFinetuned:
     def from_reference(self) -> bool:
         """Written by MinD-Vis's code (no `mindvis` block): its test fMRI conventions apply."""
         return not self.mindvis
+
+    @property
+    def trained_for_guidance(self) -> bool | None:
+        """Whether training dropped the condition, so the model has the unconditional branch classifier-free
+        guidance needs: never for MinD-Vis's files (its training does not drop it), the recorded
+        cond_drop_prob > 0 for ours, None for our files written before it was recorded."""
+        if self.from_reference:
+            return False
+        drop = self.mindvis.get("cond_drop_prob")
+        return None if drop is None else float(drop) > 0
 
 
 def load_finetuned(path: str | Path, map_location: str = "cpu", *, encoder_checkpoint: str | Path | None = None,
