@@ -36,11 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, wrap_pad
-from mindvis.data.normalisation import check_normalisation, clean_rows, join_blocks, reference_normalize, stats_of
+from mindvis.data.fmri_dataset import SubjectFmriDataset, cut_voxels, pick_roi_mask
+from mindvis.data.normalisation import clean_rows, reference_normalize, stats_of
 from mindvis.io.npz import NpzArchive, open_npz, read_npy
 from mindvis.utils.errors import ConfigError, InputDataError
 
@@ -49,7 +48,6 @@ log = logging.getLogger(__name__)
 ROIS = ("EarlyVis", "LOC", "OPA", "PPA", "RSC")
 HEMISPHERES = ("LH", "RH")
 ROI_ARRAY_NAME = "CSI{subject}_GLMbetas-TYPED-FITHRF-GLMDENOISE-RR_allses_{label}.npy"
-SPLITS = ("train", "test", "test_trials")
 REAL, INTEGER = "fiu", "iu"  # numpy dtype kinds a member may have
 RENAMED_NORMALISATIONS = {"train": "clean", "subject_all": "reference"}  # names before docs/reference.md §3
 
@@ -85,33 +83,13 @@ class Bold5000SubjectData:
         """Boolean (V,) mask of `roi` (e.g. "LOC" or "LHLOC"); None = all voxels."""
         if roi is None:
             return np.ones(self.n_voxels, dtype=bool)
-        if roi not in self.roi_masks:
-            raise InputDataError(self.path, f"no ROI mask '{roi}' (masks present: {', '.join(self.roi_masks) or 'none'})")
-        if not self.roi_masks[roi].any():
-            raise InputDataError(self.path, f"ROI mask '{roi}' selects no voxels")
-        return self.roi_masks[roi]
+        return pick_roi_mask(self.roi_masks, roi, self.path)
 
     def select_roi(self, roi: str | None) -> Bold5000SubjectData:
         """A copy holding only the voxels of `roi` (masks cut the same way)."""
         mask = self.roi_mask(roi)
-        return Bold5000SubjectData(
-            subject=self.subject,
-            train_fmri=self.train_fmri[:, mask],
-            test_fmri_trials=self.test_fmri_trials[:, mask],
-            test_fmri=self.test_fmri[:, mask],
-            train_image_index=self.train_image_index,
-            test_trial_owner=self.test_trial_owner,
-            roi_masks={k: m[mask] for k, m in self.roi_masks.items()},
-            test_labels=self.test_labels,
-            train_trial_number=self.train_trial_number,
-            test_trial_number=self.test_trial_number,
-            roi_order=[label for label in self.roi_order if label in self.roi_masks and self.roi_masks[label][mask].any()],
-            train_images=self.train_images,
-            test_images=self.test_images,
-            train_image_names=self.train_image_names,
-            test_image_names=self.test_image_names,
-            path=self.path,
-        )
+        kept = [label for label in self.roi_order if label in self.roi_masks and self.roi_masks[label][mask].any()]
+        return cut_voxels(self, mask, roi_order=kept)
 
 
 def _require(data: NpzArchive, path: Path, key: str, kinds: str | None = None) -> np.ndarray:
@@ -153,7 +131,8 @@ def _load_bold5000_npz(path: Path, data: NpzArchive, with_images: bool) -> Bold5
         if owner.shape != (trials.shape[0],) or (owner.size and (owner.min() < 0 or owner.max() >= test.shape[0])):
             raise InputDataError(path, "test_trial_image_index does not match arr_1/arr_2")
         masks = {}
-        for key in (*ROIS, *(h + r for r in ROIS for h in HEMISPHERES)):
+        listed = [str(x) for x in data["roi_order"]] if "roi_order" in data.files else []  # NSD: its own ROI names
+        for key in dict.fromkeys((*ROIS, *(h + r for r in ROIS for h in HEMISPHERES), *listed)):
             if key in data.files:
                 m = data[key]
                 if m.shape != (v,) or m.dtype != bool:
@@ -257,7 +236,7 @@ def reference_bold5000_rows(subj: Bold5000SubjectData, split: str, include_nonav
     return rows, index, norm
 
 
-class Bold5000FmriDataset(Dataset):
+class Bold5000FmriDataset(SubjectFmriDataset):
     """BOLD5000 fMRI (and images) for MinD-Vis: items {"fmri": (1, L) float32 tensor, "image_index",
     "subject"[, "image"]}.
 
@@ -267,6 +246,8 @@ class Bold5000FmriDataset(Dataset):
     subject, else None), `padded_length` (L), `num_voxels` (= L, the reference's name),
     `subjects` (Bold5000SubjectData per npz), `normalisation`.
     """
+
+    name = "Bold5000FmriDataset"
 
     def __init__(
         self,
@@ -280,41 +261,10 @@ class Bold5000FmriDataset(Dataset):
         normalisation: str = "clean",
         include_nonavg_test: bool = False,
     ):
-        if split not in SPLITS:
-            raise ConfigError(f"Bold5000FmriDataset: split must be one of {SPLITS}, got '{split}'")
-        if include_nonavg_test and split == "test_trials":
-            raise ConfigError("Bold5000FmriDataset: include_nonavg_test appends arr_1 to split 'test'; "
-                              "split 'test_trials' already is arr_1")
-        self.normalisation = check_normalisation(normalisation, "Bold5000FmriDataset", RENAMED_NORMALISATIONS)
-        paths = [npz_paths] if isinstance(npz_paths, (str, os.PathLike)) else list(npz_paths)
-        if not paths:
-            raise ConfigError("Bold5000FmriDataset: no subject npz given")
-        self.split = split
-        self.include_nonavg_test = include_nonavg_test
-        self.image_transform = image_transform
+        paths = self._begin(npz_paths, split, include_nonavg_test, image_transform, normalisation,
+                            RENAMED_NORMALISATIONS)
         self.subjects = [load_bold5000_npz(p, with_images=with_images).select_roi(roi) for p in paths]
-
-        blocks, self.norms, image_index, subject_index = [], [], [], []
-        for s_i, subj in enumerate(self.subjects):
-            if self.normalisation == "reference":
-                rows, idx, norm = reference_bold5000_rows(subj, split, include_nonavg_test, patch_size)
-            else:
-                x, idx = self._split_of(subj)
-                rows, norm = clean_rows(subj.train_fmri, x, patch_size)
-            blocks.append(rows)
-            self.norms.append(norm)
-            image_index.append(idx)
-            subject_index.append(np.full(idx.size, s_i, dtype=np.int64))
-        widths = sorted({b.shape[1] for b in blocks})
-        if self.normalisation == "reference" and len(widths) > 1:
-            raise ConfigError(f"Bold5000FmriDataset: subjects of {widths} padded voxels: the reference joins "
-                              "BOLD5000 subjects without padding them to one length, so it cannot join these")
-        self.fmri = join_blocks(blocks, padded_length, "Bold5000FmriDataset")
-        self.padded_length = int(self.fmri.shape[1])
-        self.num_voxels = self.padded_length
-        self.norm: ScalarNorm | None = self.norms[0] if len(self.norms) == 1 else None
-        self.image_index = np.concatenate(image_index)
-        self.subject_index = np.concatenate(subject_index)
+        self._join_subjects(patch_size, padded_length)
         self._images = None
         if with_images:
             self._images = [s.train_images if split == "train" else s.test_images for s in self.subjects]
@@ -324,27 +274,18 @@ class Bold5000FmriDataset(Dataset):
             self.normalisation,
         )
 
-    def _split_of(self, subj: Bold5000SubjectData) -> tuple[np.ndarray, np.ndarray]:
-        if self.split == "train":
-            return subj.train_fmri, subj.train_image_index
-        if self.split == "test":
-            rows, idx = subj.test_fmri, np.arange(subj.test_fmri.shape[0], dtype=np.int64)
-            if self.include_nonavg_test:  # the reference appends the single trials after the averages
-                rows = np.concatenate([rows, subj.test_fmri_trials], axis=0)
-                idx = np.concatenate([idx, subj.test_trial_image_index()])
-            return rows, idx
-        return subj.test_fmri_trials, subj.test_trial_image_index()
+    def _rows_of(self, subj: Bold5000SubjectData, patch_size: int) -> tuple[np.ndarray, np.ndarray, ScalarNorm]:
+        if self.normalisation == "reference":
+            return reference_bold5000_rows(subj, self.split, self.include_nonavg_test, patch_size)
+        x, idx = self._split_of(subj)
+        rows, norm = clean_rows(subj.train_fmri, x, patch_size)
+        return rows, idx, norm
 
-    def __len__(self) -> int:
-        return int(self.fmri.shape[0])
+    def _check_blocks(self, blocks: list[np.ndarray]) -> None:
+        widths = sorted({b.shape[1] for b in blocks})
+        if self.normalisation == "reference" and len(widths) > 1:
+            raise ConfigError(f"Bold5000FmriDataset: subjects of {widths} padded voxels: the reference joins "
+                              "BOLD5000 subjects without padding them to one length, so it cannot join these")
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "fmri": torch.from_numpy(self.fmri[i][None, :].copy()),
-            "image_index": int(self.image_index[i]),
-            "subject": int(self.subject_index[i]),
-        }
-        if self._images is not None:
-            image = self._images[self.subject_index[i]][self.image_index[i]]
-            item["image"] = self.image_transform(image) if self.image_transform else torch.from_numpy(image.copy())
-        return item
+    def _image(self, i: int) -> np.ndarray | None:
+        return None if self._images is None else self._images[self.subject_index[i]][self.image_index[i]]

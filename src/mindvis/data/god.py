@@ -29,17 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from mindvis.data.conventions import PATCH_SIZE, ScalarNorm, wrap_pad
-from mindvis.data.normalisation import (
-    check_normalisation,
-    clean_rows,
-    join_blocks,
-    reference_normalize,
-    stats_of,
-)
+from mindvis.data.fmri_dataset import SubjectFmriDataset, cut_voxels, pick_roi_mask
+from mindvis.data.normalisation import clean_rows, reference_normalize, stats_of
 from mindvis.io.npz import open_npz, read_npz
 from mindvis.utils.errors import ConfigError, InputDataError
 
@@ -47,7 +40,6 @@ log = logging.getLogger(__name__)
 
 _ARRAY_KEY = re.compile(r"^arr_\d+$")
 REQUIRED_KEYS = ("arr_0", "arr_1", "arr_2", "arr_3")
-SPLITS = ("train", "test", "test_trials")
 
 
 @dataclass
@@ -80,28 +72,11 @@ class GodSubjectData:
             if roi is not None:
                 log.info("%s has no ROI masks; using all %d voxels as VC", self.path, self.n_voxels)
             return np.ones(self.n_voxels, dtype=bool)
-        if roi not in self.roi_masks:
-            raise InputDataError(
-                self.path, f"no ROI mask '{roi}' (masks present: {', '.join(self.roi_masks) or 'none'})"
-            )
-        mask = self.roi_masks[roi]
-        if not mask.any():
-            raise InputDataError(self.path, f"ROI mask '{roi}' selects no voxels")
-        return mask
+        return pick_roi_mask(self.roi_masks, roi, self.path)
 
     def select_roi(self, roi: str | None) -> GodSubjectData:
         """A copy holding only the voxels of `roi` (masks cut the same way)."""
-        mask = self.roi_mask(roi)
-        return GodSubjectData(
-            train_fmri=self.train_fmri[:, mask],
-            test_fmri_trials=self.test_fmri_trials[:, mask],
-            test_fmri=self.test_fmri[:, mask],
-            train_image_index=self.train_image_index,
-            test_labels=self.test_labels,
-            roi_masks={k: m[mask] for k, m in self.roi_masks.items()},
-            path=self.path,
-            extras=self.extras,
-        )
+        return cut_voxels(self, self.roi_mask(roi))
 
     def test_trial_image_index(self) -> np.ndarray:
         """Image of each arr_1 row; only defined when every test image has the same number of trials."""
@@ -220,7 +195,7 @@ def reference_god_rows(train: np.ndarray, rows: np.ndarray, is_train: bool,
     return reference_normalize(wrap_pad(rows, patch_size), mean, std), stats_of(mean, std)
 
 
-class GodFmriDataset(Dataset):
+class GodFmriDataset(SubjectFmriDataset):
     """GOD fMRI (and images) for MinD-Vis: items {"fmri": (1, L) float32, "image_index", "subject"[, "image"]}.
 
     Attributes: `norms` (per subject, the ScalarNorm applied to this split's
@@ -229,6 +204,8 @@ class GodFmriDataset(Dataset):
     forced), `num_voxels` (= L, the reference's name), `subjects` (per-subject
     GodSubjectData restricted to the ROI), `normalisation`.
     """
+
+    name = "GodFmriDataset"
 
     def __init__(
         self,
@@ -242,39 +219,11 @@ class GodFmriDataset(Dataset):
         normalisation: str = "clean",
         include_nonavg_test: bool = False,
     ):
-        if split not in SPLITS:
-            raise ConfigError(f"GodFmriDataset: split must be one of {SPLITS}, got '{split}'")
-        if include_nonavg_test and split == "test_trials":
-            raise ConfigError("GodFmriDataset: include_nonavg_test appends arr_1 to split 'test'; "
-                              "split 'test_trials' already is arr_1")
-        self.normalisation = check_normalisation(normalisation, "GodFmriDataset")
-        paths = [npz_paths] if isinstance(npz_paths, (str, os.PathLike)) else list(npz_paths)
-        if not paths:
-            raise ConfigError("GodFmriDataset: no subject npz given")
-        self.split = split
-        self.include_nonavg_test = include_nonavg_test
-        self.image_transform = image_transform
+        paths = self._begin(npz_paths, split, include_nonavg_test, image_transform, normalisation)
         reference = self.normalisation == "reference"
         self.subjects = [load_god_npz(p, keep_dtype=reference).select_roi(roi) for p in paths]
-
-        blocks, self.norms, image_index, subject_index = [], [], [], []
-        for s_i, subj in enumerate(self.subjects):
-            x, idx = self._split_of(subj)
-            if reference:
-                rows, norm = reference_god_rows(subj.train_fmri, x, split == "train", patch_size)
-            else:
-                rows, norm = clean_rows(subj.train_fmri, x, patch_size)
-            blocks.append(rows)
-            self.norms.append(norm)
-            image_index.append(idx)
-            subject_index.append(np.full(idx.size, s_i, dtype=np.int64))
-        self.fmri = join_blocks(blocks, padded_length, "GodFmriDataset")  # (n, L) float32
+        blocks = self._join_subjects(patch_size, padded_length)
         natural = max(b.shape[1] for b in blocks)
-        self.padded_length = int(self.fmri.shape[1])
-        self.num_voxels = self.padded_length
-        self.norm: ScalarNorm | None = self.norms[0] if len(self.norms) == 1 else None
-        self.image_index = np.concatenate(image_index)
-        self.subject_index = np.concatenate(subject_index)
         self.images = None if images_npz is None else _load_images(Path(images_npz), split, self.image_index)
         log.info(
             "GOD %s: %d samples from %d subject(s), %d voxels padded to %d, %s normalisation (%s)",
@@ -282,27 +231,13 @@ class GodFmriDataset(Dataset):
             "; ".join(f"mean {n.mean:.4g} std {n.std:.4g}" for n in self.norms),
         )
 
-    def _split_of(self, subj: GodSubjectData) -> tuple[np.ndarray, np.ndarray]:
-        if self.split == "train":
-            return subj.train_fmri, subj.train_image_index
-        if self.split == "test":
-            rows, idx = subj.test_fmri, np.arange(subj.test_fmri.shape[0], dtype=np.int64)
-            if self.include_nonavg_test:  # the reference appends the single trials after the averages
-                rows = np.concatenate([rows, subj.test_fmri_trials], axis=0)
-                idx = np.concatenate([idx, subj.test_trial_image_index()])
-            return rows, idx
-        return subj.test_fmri_trials, subj.test_trial_image_index()
+    def _rows_of(self, subj: GodSubjectData, patch_size: int) -> tuple[np.ndarray, np.ndarray, ScalarNorm]:
+        x, idx = self._split_of(subj)
+        if self.normalisation == "reference":
+            rows, norm = reference_god_rows(subj.train_fmri, x, self.split == "train", patch_size)
+        else:
+            rows, norm = clean_rows(subj.train_fmri, x, patch_size)
+        return rows, idx, norm
 
-    def __len__(self) -> int:
-        return int(self.fmri.shape[0])
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "fmri": torch.from_numpy(self.fmri[i][None, :].copy()),
-            "image_index": int(self.image_index[i]),
-            "subject": int(self.subject_index[i]),
-        }
-        if self.images is not None:
-            image = self.images[self.image_index[i]]
-            item["image"] = self.image_transform(image) if self.image_transform else torch.from_numpy(image.copy())
-        return item
+    def _image(self, i: int) -> np.ndarray | None:
+        return None if self.images is None else self.images[self.image_index[i]]
