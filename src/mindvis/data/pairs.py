@@ -1,7 +1,7 @@
 """One subject's (fMRI, image) pairs, fitted to a stage B model: what training, generation and
 the controls all read.
 
-`load_pairs` takes the subject's npz through its dataset class (GOD or BOLD5000: MinD-Vis's
+`load_pairs` takes the subject's npz through its dataset class (GOD, BOLD5000 or NSD: MinD-Vis's
 conventions, the ROI, the normalisation), fits the rows to the model's voxel count
 (`fit_voxels`) and the images to its size (`resize_images`).
 """
@@ -19,11 +19,12 @@ from mindvis.data.bold5000 import Bold5000FmriDataset
 from mindvis.data.conventions import fit_voxels
 from mindvis.data.god import GodFmriDataset
 from mindvis.data.images import resize_images, to_hwc
+from mindvis.data.nsd import NsdFmriDataset
 from mindvis.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("god", "bold5000")
+DATASETS = ("god", "bold5000", "nsd")
 
 
 @dataclass
@@ -44,7 +45,7 @@ def load_pairs(npz: str | Path, images: str | Path | None, dataset: str, split: 
                image_size: int, roi: str | None = None, normalisation: str = "clean") -> Pairs:
     """One subject's fMRI rows (MinD-Vis conventions) with their images, fitted to the model's sizes.
 
-    roi None: the dataset's default (GOD: VC, as MinD-Vis; BOLD5000: all five ROIs).
+    roi None: the dataset's default (GOD: VC, as MinD-Vis; BOLD5000: all five ROIs; NSD: every voxel of the npz).
     normalisation: "clean" (per-subject training statistics) or "reference" (MinD-Vis's own
     steps, bit for bit: what its released checkpoints saw; docs/reference.md sections 2-3).
     """
@@ -78,7 +79,8 @@ def _split_with_pictures(npz, images, dataset: str, split: str, roi: str | None,
             raise ConfigError("GOD needs --images (images_256.npz)")
         ds = GodFmriDataset(npz, images_npz=images, split=split, roi=roi or "VC", normalisation=normalisation)
         return ds, ds.images[ds.image_index]
-    if dataset == "bold5000":
-        ds = Bold5000FmriDataset(npz, split=split, roi=roi, with_images=True, normalisation=normalisation)
+    if dataset in ("bold5000", "nsd"):  # NSD's npz has the BOLD5000 layout
+        dataset_class = NsdFmriDataset if dataset == "nsd" else Bold5000FmriDataset
+        ds = dataset_class(npz, split=split, roi=roi, with_images=True, normalisation=normalisation)
         return ds, np.stack([ds[i]["image"].numpy() for i in range(len(ds))])
     raise ConfigError(f"dataset must be one of {DATASETS}, got {dataset!r}")
