@@ -80,13 +80,9 @@ ROUTES: dict[tuple[str, ...], Route] = {
     ("report",): Route(ReportConfig, only=frozenset({"title"})),
 }
 
-# Drift still to be fixed in src/mindvis/generation/ (outside the issue 13 change that added this test):
-# the stale dataclass default. The test fails once it is fixed, so the entry is then removed.
-PENDING: dict[tuple[str, ...], Any] = {
-    ("stage_b", "generate", "guidance_scale"): 1.0,
-    ("report", "samplers", "items"): 0,
-    ("report", "samplers", "guidance_scale"): 1.0,  # the DAG passes generate's (3.0) in its place
-}
+# Known drift (none today): a path here must hold this stale dataclass default; the test fails once it is
+# fixed, so the entry is then removed.
+PENDING: dict[tuple[str, ...], Any] = {}
 
 
 def at(node: Any, path: tuple[str, ...]) -> Any:

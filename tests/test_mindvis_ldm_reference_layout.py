@@ -644,7 +644,8 @@ def test_generate_on_a_mindvis_checkpoint_uses_the_reference_normalisation(refer
 
     args = argparse.Namespace(model=reference_file, npz=data / "sbj_1.npz", images=data / "images_256.npz",
                               dataset="god", out=tmp_path / "samples.npz", grid=None, overrides=[],
-                              config=json.dumps({"sampler": "plms", "steps": 2, "n_samples": 1, "max_items": 2}))
+                              config=json.dumps({"sampler": "plms", "steps": 2, "n_samples": 1, "max_items": 2,
+                                                 "guidance_scale": 1.0}))
     with caplog.at_level(logging.INFO, logger="mindvis.generation"):
         assert cli_generate.run(args) == 0
     assert asked == ["reference"]
@@ -653,3 +654,20 @@ def test_generate_on_a_mindvis_checkpoint_uses_the_reference_normalisation(refer
     assert any("MinD-Vis checkpoint: test fMRI normalised as 'reference'" in r.getMessage() for r in caplog.records)
     with np.load(tmp_path / "samples.npz") as npz:
         assert npz["samples"].shape == (2, 1, 16, 16, 3)
+
+
+def test_guidance_is_refused_for_a_mindvis_checkpoint(reference_file, tmp_path):
+    # MinD-Vis never drops the condition in training: its files have no unconditional branch to guide with
+    from mindvis.generation import GenerateConfig, generate_samples
+    from mindvis.utils.errors import ConfigError
+
+    data = tmp_path / "god"
+    data.mkdir()
+    write_tiny_god(data)
+    out = tmp_path / "samples.npz"
+    with pytest.raises(ConfigError, match=r"guidance_scale 3 needs a model trained with condition dropout.*"
+                                          r"MinD-Vis checkpoint.*guidance_scale: 1"):
+        generate_samples(reference_file, data / "sbj_1.npz", out, None,
+                         GenerateConfig(sampler="plms", steps=2, n_samples=1, max_items=2, guidance_scale=3.0),
+                         images=data / "images_256.npz")
+    assert not out.exists()

@@ -35,8 +35,9 @@ from mindvis.utils.errors import ConfigError, InputDataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 K, SEED, BATCH = 2, 7, 8  # BATCH = N_TEST * K: every sampler denoises the same single batch
+# unguided, all test items: the guided comparison is a test of its own
 CFG = SamplerComparisonConfig(samplers=["ddim:3", "dpmpp:2", "ddim:3"], n_samples=K, seed=SEED, batch_size=BATCH,
-                              n_way=5, device="cpu", threads=1)
+                              n_way=5, device="cpu", threads=1, guidance_scale=1.0, items=0)
 
 
 # tiny models: one thread is fastest, and keeps timings steady on shared cores
@@ -110,7 +111,8 @@ def test_rows_follow_the_config_and_match_generate_by_hand(files, result, tmp_pa
     # DPM-Solver++ row = what `generate` writes with the same seed, scored by hand
     out = tmp_path / "samples.npz"
     generate_samples(files / "finetuned.pt", files / "sbj_1.npz", out, None,
-                     GenerateConfig(sampler="dpmpp", steps=2, n_samples=K, seed=SEED, batch_size=BATCH, device="cpu"),
+                     GenerateConfig(sampler="dpmpp", steps=2, n_samples=K, seed=SEED, batch_size=BATCH, device="cpu",
+                                    guidance_scale=1.0),
                      images=files / "images_256.npz")
     with np.load(out) as npz:
         samples, gt = npz["samples"], npz["ground_truth"]
@@ -142,7 +144,7 @@ def test_roi_defaults_to_the_training_runs(files):
 def test_cli_writes_the_sampler_table_the_report_reads(files, result, tmp_path):
     out = tmp_path / "tables" / "samplers.json"
     config = json.dumps({"samplers": CFG.samplers, "n_samples": K, "seed": SEED, "batch_size": BATCH,
-                         "device": "cpu"})
+                         "device": "cpu", "guidance_scale": CFG.guidance_scale, "items": CFG.items})
     code = run_cli("compare-samplers", "mindvis.evaluation.cli_compare_samplers", [
         "--model", str(files / "finetuned.pt"), "--npz", str(files / "sbj_1.npz"), "--images",
         str(files / "images_256.npz"), "--judge", str(files / "judge.pt"), "--out", str(out), "--config", config,

@@ -37,22 +37,14 @@ from typing import Any
 
 import torch
 
+from mindvis.checkpoints import compvis_specs
 from mindvis.checkpoints.compvis_ldm import ImportReport, from_foreign
 from mindvis.checkpoints.compvis_names import (
-    SCHEDULE_KEYS,
     UNET_PREFIX,
     VQ_PREFIX,
     unet_key_to_compvis,
     vq_is_attention_weight,
     vq_key_to_compvis,
-)
-from mindvis.checkpoints.compvis_specs import (
-    check_latent_size,
-    infer_unet_spec,
-    infer_vq_spec,
-    read_prior_yaml,
-    schedule_buffers,
-    schedule_from_buffers,
 )
 from mindvis.checkpoints.mindvis_encoder import arch_from_state_dict, config_fields
 from mindvis.checkpoints.stage_b_config import (
@@ -82,7 +74,8 @@ MASK_TOKEN_DROP = ("the stage A encoder's mask token (MAE pre-training only: enc
 SCALE_FACTOR_DROP = ("scale_factor (only in mindvis exports made before issue 18: the reference keeps it as an "
                      "attribute, never saved; checked against the model's)")
 # the DDPM buffers the reference registers with register_buffer (persistent ones: lvlb_weights is not saved)
-REFERENCE_SCHEDULE_KEYS = tuple(k for k in SCHEDULE_KEYS if k not in ("scale_factor", "logvar", "cond_ids"))
+REFERENCE_SCHEDULE_KEYS = tuple(k for k in compvis_specs.SCHEDULE_KEYS
+                                if k not in ("scale_factor", "logvar", "cond_ids"))
 
 # Every key a stage B file may hold that the import does not place in the model, and why
 # (docs/reference.md §5). A key neither placed nor listed here is an error.
@@ -137,7 +130,7 @@ def export_mindvis_state(model: DcLdm, with_schedule: bool = True,
         raise ValueError(f"mask token of shape {tuple(token.shape)}; the encoder needs (1, 1, {width})")
     out[MASK_TOKEN_KEY] = token
     if with_schedule:
-        buffers = schedule_buffers(model.spec.schedule)
+        buffers = compvis_specs.schedule_buffers(model.spec.schedule)
         out.update({k: buffers[k] for k in REFERENCE_SCHEDULE_KEYS})
     return out
 
@@ -145,7 +138,7 @@ def export_mindvis_state(model: DcLdm, with_schedule: bool = True,
 def _check_schedule(model: DcLdm, state: dict[str, torch.Tensor], path) -> None:
     ours = model.spec.schedule
     if "betas" in state:
-        found = schedule_from_buffers(state, path)
+        found = compvis_specs.schedule_from_buffers(state, path)
         if (found.timesteps, round(found.linear_start, 6), round(found.linear_end, 6)) != \
                 (ours.timesteps, round(ours.linear_start, 6), round(ours.linear_end, 6)):
             raise InputDataError(path, f"schedule buffers {spec_to_dict(found)} differ from the model's "
@@ -272,19 +265,20 @@ def layout_from_state(state: dict[str, torch.Tensor], fields: dict[str, Any], pa
 
 def _spec_from_shapes(state, fields, path, prior_config, sources) -> LdmSpec:
     yaml_path = find_prior_yaml(path, prior_config)
-    hints = read_prior_yaml(yaml_path) if yaml_path is not None else {}
+    hints = compvis_specs.read_prior_yaml(yaml_path) if yaml_path is not None else {}
     img = int(fields.get("img_size") or hints.get("resolution") or 256)
-    vq = infer_vq_spec(_strip(state, VQ_PREFIX), resolution=img, path=path)
+    vq = compvis_specs.infer_vq_spec(_strip(state, VQ_PREFIX), resolution=img, path=path)
     if yaml_path is not None:
-        check_latent_size(yaml_path, hints.get("latent_size"), img, len(vq.ch_mult), hints.get("n_levels"))
+        compvis_specs.check_latent_size(yaml_path, hints.get("latent_size"), img, len(vq.ch_mult),
+                                        hints.get("n_levels"))
         sources["latent_size"] = f"{yaml_path} (model.params.image_size), checked against img_size {img}"
     else:
         sources["latent_size"] = f"img_size {img} / the first stage's down-sampling {vq.downsampling} (no config.yaml)"
     unet_sd = {k: v for k, v in _strip(state, UNET_PREFIX).items() if not k.startswith("time_embed_condtion.")}
-    unet = infer_unet_spec(unet_sd, num_heads=int(hints.get("num_heads") or 1), sample_size=vq.latent_size,
-                           path=path)
+    unet = compvis_specs.infer_unet_spec(unet_sd, num_heads=int(hints.get("num_heads") or 1),
+                                         sample_size=vq.latent_size, path=path)
     context_len = int(state[COND_PREFIX + "channel_mapper.1.weight"].shape[0])
-    schedule = schedule_from_buffers(state, path) or ScheduleSpec()
+    schedule = compvis_specs.schedule_from_buffers(state, path) or ScheduleSpec()
     if hints.get("prediction_type"):
         schedule = replace(schedule, prediction_type=hints["prediction_type"])
     return LdmSpec(unet=unet, vq=vq, schedule=schedule, context_len=context_len).validate()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mindvis.data.pairs import load_pairs
-from mindvis.generation import normalisation_for
+from mindvis.generation import check_guidance, normalisation_for
 from mindvis.metrics.identification import pairwise_identification
 from mindvis.utils.device import resolve_device, set_threads
 from mindvis.utils.errors import ConfigError, InputDataError
@@ -39,10 +39,10 @@ class SamplerComparisonConfig:
 
     samplers: list[str] = field(default_factory=lambda: ["plms:250", "ddim:50", "dpmpp:25"])  # name:steps;
     #                              the first row is the baseline of the speed-up column
-    items: int = 0  # first N test items (0 = all; identification needs at least 2)
+    items: int = 20  # first N test items (0 = all; identification needs at least 2)
     n_samples: int = 2  # samples per test item K (same seeded noise for every sampler)
     seed: int = 2022  # sample k of item i starts from noise seeded by (seed, i, k), as `generate`
-    guidance_scale: float = 1.0  # classifier-free guidance for every sampler (the DAG passes generate's)
+    guidance_scale: float = 3.0  # classifier-free guidance for every sampler (the DAG passes generate's)
     batch_size: int = 50  # samples denoised together
     judge: str = "small_cnn"  # judge kind for --judge: small_cnn (from `train-judge`) | vit_h_14_swag
     n_way: int = 5  # n of the n-way top-1 with --judge; clipped to the judge's class count
@@ -115,6 +115,7 @@ def compare_samplers(model_path: str | Path, npz: str | Path, images: str | Path
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     loaded = load_finetuned(model_path)
+    check_guidance(loaded, cfg.guidance_scale, model_path)
     model = loaded.model.to(device).eval()
     too_many = [f"{n}:{s}" for n, s in specs if s > model.spec.schedule.timesteps]
     if too_many:

@@ -35,6 +35,7 @@ from mindvis.metrics.identification import pairwise_identification
 from mindvis.models.ldm.sampling import SamplerConfig, sample_images
 from mindvis.utils.atomic import save_npz
 from mindvis.utils.device import resolve_device, set_threads
+from mindvis.utils.errors import ConfigError
 from mindvis.utils.images import sample_grid, save_png
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class GenerateConfig:
     sampler: str = "dpmpp"  # plms (reference) | ddim | dpmpp (DPM-Solver++ 2M)
     steps: int = 25  # reference: 250 (PLMS)
     eta: float = 0.0  # DDIM only
-    guidance_scale: float = 1.0  # classifier-free guidance (reference: 1 = none)
+    guidance_scale: float = 3.0  # classifier-free guidance (reference: 1 = none; > 1 needs cond_drop_prob > 0)
     n_samples: int = 5  # K samples per test fMRI (reference: 5)
     seed: int = 2022  # sample k of test item i starts from noise seeded by (seed, i, k)
     batch_size: int = 50  # samples denoised together
@@ -72,10 +73,28 @@ def normalisation_for(loaded) -> str:
     return str(loaded.mindvis.get("normalisation") or "clean")
 
 
+def check_guidance(loaded, guidance_scale: float, model_path: str | Path) -> None:
+    """Refuse classifier-free guidance for a model that never learnt the unconditional prediction it mixes in:
+    with guidance > 1 such a model would be steered by an untrained all-zero context."""
+    if guidance_scale == 1.0:
+        return
+    ready = loaded.trained_for_guidance
+    if ready is False:
+        origin = "a MinD-Vis checkpoint: its training never drops the condition" if loaded.from_reference else \
+            "trained with stage_b.finetune.cond_drop_prob 0"
+        raise ConfigError(f"{model_path}: guidance_scale {guidance_scale:g} needs a model trained with condition "
+                          f"dropout, and this one is {origin}; set stage_b.generate.guidance_scale: 1 "
+                          "(the reference's setting), or retrain with cond_drop_prob > 0")
+    if ready is None:
+        log.warning("%s does not record whether it was trained with condition dropout: guidance %g assumes it was",
+                    model_path, guidance_scale)
+
+
 def load_model(model_path: str | Path, cfg: GenerateConfig, device):
     """The checkpoint (a mindvis or MinD-Vis finetuned file) and its model on `device`, in eval mode."""
     loaded = load_finetuned(model_path, encoder_checkpoint=cfg.encoder_checkpoint,
                             encoder_num_heads=cfg.encoder_num_heads, prior_config=cfg.prior_config)
+    check_guidance(loaded, cfg.guidance_scale, model_path)
     return loaded, loaded.model.to(device).eval()
 
 
