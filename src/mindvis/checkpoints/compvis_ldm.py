@@ -23,7 +23,6 @@ import torch
 
 from mindvis.checkpoints.compvis_names import (
     COND_PREFIX,
-    SCHEDULE_KEYS,
     UNET_PREFIX,
     VQ_PREFIX,
     unet_key_to_compvis,
@@ -31,6 +30,7 @@ from mindvis.checkpoints.compvis_names import (
     vq_key_to_compvis,
 )
 from mindvis.checkpoints.compvis_specs import (
+    SCHEDULE_KEYS,
     check_latent_size,
     infer_unet_spec,
     infer_vq_spec,
@@ -162,24 +162,26 @@ def _state_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     raise InputDataError(path, "not a CompVis checkpoint: expected a dict with a 'state_dict' of tensors")
 
 
+# what each network of a LatentDiffusion state dict leaves out (a key prefix inside it), and why
+_LEFT_OUT = {UNET_PREFIX: ("label_emb.", "class embedder of the UNet (replaced by the conditioner)"),
+             VQ_PREFIX: ("loss.", "VQ training loss networks (LPIPS / discriminator)")}
+
+
 def split_ldm_state(state: Mapping[str, torch.Tensor], report: ImportReport, keep_class_embedder: bool,
                     path=None) -> tuple[dict, dict, torch.Tensor | None, dict]:
     """(unet, vq, class embedding, schedule buffers) of a CompVis LatentDiffusion state dict."""
-    unet, vq, sched, class_emb = {}, {}, {}, None
+    nets: dict[str, dict[str, torch.Tensor]] = {UNET_PREFIX: {}, VQ_PREFIX: {}}
+    sched, class_emb = {}, None
     unexpected = []
     for key, value in state.items():
-        if key.startswith(UNET_PREFIX):
-            inner = key[len(UNET_PREFIX):]
-            if inner.startswith("label_emb."):
-                report.drop(key, "class embedder of the UNet (replaced by the conditioner)")
+        prefix = next((p for p in nets if key.startswith(p)), None)
+        if prefix is not None:
+            inner = key[len(prefix):]
+            left_out, reason = _LEFT_OUT[prefix]
+            if inner.startswith(left_out):
+                report.drop(key, reason)
             else:
-                unet[inner] = value
-        elif key.startswith(VQ_PREFIX):
-            inner = key[len(VQ_PREFIX):]
-            if inner.startswith("loss."):
-                report.drop(key, "VQ training loss networks (LPIPS / discriminator)")
-            else:
-                vq[inner] = value
+                nets[prefix][inner] = value
         elif key == COND_PREFIX + "embedding.weight":
             if keep_class_embedder:
                 class_emb = value
@@ -195,7 +197,7 @@ def split_ldm_state(state: Mapping[str, torch.Tensor], report: ImportReport, kee
     if unexpected:
         raise InputDataError(path, f"{len(unexpected)} unexpected key(s) in the LDM checkpoint: "
                                    f"{', '.join(sorted(unexpected)[:6])}")
-    return unet, vq, class_emb, sched
+    return nets[UNET_PREFIX], nets[VQ_PREFIX], class_emb, sched
 
 
 def read_compvis_ldm(path: str | Path, keep_class_embedder: bool = True) -> LoadedLdm:
@@ -261,10 +263,11 @@ def read_vq_checkpoint(path: str | Path) -> tuple[VqSpec, dict[str, torch.Tensor
     ours = obj.get("mindvis") if isinstance(obj, dict) and isinstance(obj.get("mindvis"), dict) else {}
     report = ImportReport()
     vq = {}
+    left_out, reason = _LEFT_OUT[VQ_PREFIX]
     for key, value in state.items():
         inner = key[len(VQ_PREFIX):] if key.startswith(VQ_PREFIX) else key
-        if inner.startswith("loss."):
-            report.drop(key, "VQ training loss networks (LPIPS / discriminator)")
+        if inner.startswith(left_out):
+            report.drop(key, reason)
         elif inner.startswith(("encoder.", "decoder.", "quantize.", "quant_conv.", "post_quant_conv.")):
             vq[inner] = value
         else:

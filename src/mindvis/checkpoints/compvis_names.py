@@ -49,12 +49,6 @@ UNET_PREFIX = "model.diffusion_model."
 VQ_PREFIX = "first_stage_model."
 COND_PREFIX = "cond_stage_model."
 
-# the DDPM buffers CompVis's LatentDiffusion stores next to the networks (recomputed from the betas)
-SCHEDULE_KEYS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
-                 "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
-                 "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
-                 "posterior_mean_coef1", "posterior_mean_coef2", "scale_factor", "logvar", "cond_ids")
-
 
 # -- UNet names ---------------------------------------------------------------------------------
 _RES_TO_COMPVIS = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",

@@ -18,6 +18,12 @@ import torch
 from mindvis.models.ldm.presets import ScheduleSpec, UnetSpec, VqSpec
 from mindvis.utils.errors import InputDataError
 
+# the DDPM buffers CompVis's LatentDiffusion stores next to the networks (recomputed from the betas)
+SCHEDULE_KEYS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
+                 "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+                 "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
+                 "posterior_mean_coef1", "posterior_mean_coef2", "scale_factor", "logvar", "cond_ids")
+
 
 # -- schedule buffers ---------------------------------------------------------------------------
 def schedule_buffers(schedule: ScheduleSpec) -> dict[str, torch.Tensor]:
