@@ -265,7 +265,8 @@ def write_subject(root: Path, stim: StimulusSet, design: nd.NsdDesign, subject: 
             for start in range(0, n_tps, cfg.chunk_trials):
                 k = min(cfg.chunk_trials, n_tps - start)
                 chunk = np.zeros((int(np.prod(grid)), k), dtype=np.int16)
-                chunk[brain_other] = _quantise(srng.normal(0.0, cfg.brain_noise, size=(brain_other.size, k)))
+                # drawn trial by trial, so the values do not depend on the chunk size
+                chunk[brain_other] = _quantise(srng.normal(0.0, cfg.brain_noise, size=(k, brain_other.size))).T
                 chunk[anatomy.voxel_flat] = roi_int[start : start + k].T
                 writer.write(chunk.reshape(grid + (k,)))
         kept.append(trials)

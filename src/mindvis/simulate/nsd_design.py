@@ -151,12 +151,12 @@ def make_design(
 # --------------------------------------------------------------------------- derived variables
 def stimpattern(design: NsdDesign, rng: np.random.Generator) -> np.ndarray:
     """(sessions, runs, slots) uint8: 1 = stimulus trial, 0 = blank (NSD: 40 x 12 x 75; [unverified])."""
-    slots = math.ceil(max(design.run_lengths) * SLOTS_PER_STIM)
+    longest = max(design.run_lengths)
+    slots = max(math.ceil(longest * SLOTS_PER_STIM), longest + 2)  # room for the blank first and last slot
     out = np.zeros((design.n_sessions, len(design.run_lengths), slots), dtype=np.uint8)
     for s in range(design.n_sessions):
         for r, n in enumerate(design.run_lengths):
-            inner = np.sort(rng.choice(np.arange(1, slots - 1), size=min(n, slots - 2), replace=False))
-            out[s, r, inner[:n]] = 1  # first and last slot blank
+            out[s, r, np.sort(rng.choice(np.arange(1, slots - 1), size=n, replace=False))] = 1
     return out
 
 

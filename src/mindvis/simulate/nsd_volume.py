@@ -47,6 +47,11 @@ def grid_affine(grid: tuple[int, int, int]) -> np.ndarray:
     return affine
 
 
+def _standardise(x: np.ndarray) -> np.ndarray:
+    sd = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+
 def _match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """A neighbour-keeping one-to-one match of point sets a and b (same size) by recursive
     bisection along a's widest axis; returns perm with a[i] <-> b[perm[i]]. O(n log n), unlike an
@@ -64,8 +69,7 @@ def _match(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         split(sa[:h], sb[:h])
         split(sa[h:], sb[h:])
 
-    z = lambda x: (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)  # noqa: E731
-    a, b = z(a.astype(float)), z(b.astype(float))
+    a, b = _standardise(a.astype(float)), _standardise(b.astype(float))
     split(np.arange(len(a)), np.arange(len(b)))
     return out
 
