@@ -207,7 +207,9 @@ def roi_specs(cfg: NsdSimConfig) -> list[RoiSpec]:
 
 
 def _quantise(pct: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(pct * SCALE), -32768, 32767).astype(np.int16)
+    """% signal change -> NSD's int16 (x 300, rounded); float32 in, so a chunk's temporaries stay small."""
+    scaled = np.rint(pct.astype(np.float32, copy=False) * np.float32(SCALE))
+    return np.clip(scaled, -32768, 32767, out=scaled).astype(np.int16)
 
 
 def write_subject(root: Path, stim: StimulusSet, design: nd.NsdDesign, subject: int, cfg: NsdSimConfig,
@@ -266,7 +268,8 @@ def write_subject(root: Path, stim: StimulusSet, design: nd.NsdDesign, subject: 
                 k = min(cfg.chunk_trials, n_tps - start)
                 chunk = np.zeros((int(np.prod(grid)), k), dtype=np.int16)
                 # drawn trial by trial, so the values do not depend on the chunk size
-                chunk[brain_other] = _quantise(srng.normal(0.0, cfg.brain_noise, size=(k, brain_other.size))).T
+                noise_other = srng.standard_normal((k, brain_other.size), dtype=np.float32) * np.float32(cfg.brain_noise)
+                chunk[brain_other] = _quantise(noise_other).T
                 chunk[anatomy.voxel_flat] = roi_int[start : start + k].T
                 writer.write(chunk.reshape(grid + (k,)))
         kept.append(trials)
