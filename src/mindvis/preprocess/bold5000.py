@@ -41,8 +41,6 @@ Outputs under `<out>` (MinD-Vis's own data/BOLD5000 layout):
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mindvis.preprocess.bold5000_betas import extract_roi_betas, load_mask
+from mindvis.preprocess.bold5000_files import ImageFinder, RawIndex, check_sessions, find_subject_files, load_images
 from mindvis.preprocess.bold5000_lists import (
     Presentation,
     check_order,
@@ -64,10 +64,8 @@ from mindvis.utils.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
 
-BETAS_NAME = "CSI{subject}_GLMbetas-TYPED-FITHRF-GLMDENOISE-RR_ses-{session:02d}.nii.gz"
 ROI_ARRAY_NAME = "CSI{subject}_GLMbetas-TYPED-FITHRF-GLMDENOISE-RR_allses_{label}.npy"
 ROI_ARRAY_DIR = Path("BOLD5000_GLMsingle_ROI_betas") / "py"
-_BETAS_RE = re.compile(r"^CSI(\d+)_GLMbetas-TYPED-FITHRF-GLMDENOISE-RR_ses-(\d+)\.nii(?:\.gz)?$")
 
 
 def _default_aliases() -> dict[str, str]:
@@ -99,11 +97,15 @@ class Bold5000PreprocessConfig:
     # np.savez_compressed for the npz (smaller, slower to load; real subjects hold ~5000 images).
     compress_npz: bool = False
 
+    def roi_labels(self) -> list[str]:
+        """Concatenation order: ROI by ROI, hemispheres in order within each."""
+        return [f"{hemi}{roi}" for roi in self.rois for hemi in self.hemispheres]
+
 
 def validate(cfg: Bold5000PreprocessConfig) -> None:
     if not cfg.rois or not cfg.hemispheres:
         raise ConfigError("bold5000 preprocess: rois and hemispheres must not be empty")
-    labels = roi_labels(cfg)
+    labels = cfg.roi_labels()
     if len(set(labels)) != len(labels):
         raise ConfigError(f"bold5000 preprocess: repeated ROI/hemisphere names in {cfg.rois} x {cfg.hemispheres}")
     if cfg.image_size < 8:
@@ -112,251 +114,6 @@ def validate(cfg: Bold5000PreprocessConfig) -> None:
         raise ConfigError("bold5000 preprocess: affine_atol must be >= 0")
 
 
-# --------------------------------------------------------------------------- locating files
-class RawIndex:
-    """Every file and folder under the raw root, by name (one directory walk)."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise InputDataError(self.root, "raw BOLD5000 folder not found")
-        self.files: dict[str, list[Path]] = {}
-        self.dirs: dict[str, list[Path]] = {}
-        for current, dirnames, filenames in os.walk(self.root, followlinks=True):
-            dirnames.sort()
-            for name in dirnames:
-                self.dirs.setdefault(name, []).append(Path(current) / name)
-            for name in sorted(filenames):
-                if not name.startswith("._"):  # macOS resource forks from zip archives
-                    self.files.setdefault(name, []).append(Path(current) / name)
-
-    def unique_file(self, name: str, what: str, required: bool = True) -> Path | None:
-        found = self.files.get(name, [])
-        if len(found) > 1:
-            raise InputDataError(self.root, f"{what} '{name}' exists {len(found)} times: {', '.join(map(str, found))}")
-        if not found:
-            if required:
-                raise InputDataError(self.root / name, f"{what} not found anywhere under {self.root}")
-            return None
-        return found[0]
-
-    def matching(self, pattern: re.Pattern[str]) -> list[tuple[re.Match[str], Path]]:
-        hits = []
-        for name, paths in sorted(self.files.items()):
-            match = pattern.match(name)
-            if match:
-                hits.extend((match, p) for p in paths)
-        return hits
-
-
-@dataclass
-class SubjectFiles:
-    betas: dict[int, Path]
-    masks: dict[str, Path]  # label (e.g. "LHLOC") -> file
-    alias_repairs: list[str]  # "sub-CSI2_mask-LHLO.nii.gz -> LHLOC"
-    brainmask: Path | None
-    imgnames: Path
-    lists_dir: Path
-    repeated_list: Path
-
-
-def roi_labels(cfg: Bold5000PreprocessConfig) -> list[str]:
-    """Concatenation order: ROI by ROI, hemispheres in order within each."""
-    return [f"{hemi}{roi}" for roi in cfg.rois for hemi in cfg.hemispheres]
-
-
-def find_roi_masks(index: RawIndex, subject: int, cfg: Bold5000PreprocessConfig) -> tuple[dict[str, Path], list[str]]:
-    pattern = re.compile(rf"^sub-CSI{subject}_mask-(.+?)\.nii(?:\.gz)?$")
-    wanted = roi_labels(cfg)
-    masks: dict[str, Path] = {}
-    repairs: list[str] = []
-    for match, path in index.matching(pattern):
-        label = match.group(1)
-        fixed = cfg.roi_aliases.get(label, label)
-        if fixed not in wanted:
-            log.debug("ignoring mask %s (label %s not among %s)", path, label, wanted)
-            continue
-        if fixed in masks:
-            raise InputDataError(path, f"a second mask for {fixed}: {masks[fixed]} (after alias repair); keep one")
-        if fixed != label:
-            repairs.append(f"{path.name} -> {fixed}")
-        masks[fixed] = path
-    missing = [label for label in wanted if label not in masks]
-    if missing:
-        found = sorted(p.name for _, p in index.matching(pattern))
-        raise InputDataError(
-            index.root / f"sub-CSI{subject}_mask-{missing[0]}.nii.gz",
-            f"ROI mask(s) {', '.join(missing)} not found under {index.root}; masks present for CSI{subject}: "
-            f"{', '.join(found) if found else 'none'} (misnamed files can be mapped with roi_aliases)",
-        )
-    if repairs:
-        log.info("repaired %d misnamed ROI mask(s): %s", len(repairs), "; ".join(repairs))
-    return masks, repairs
-
-
-def find_subject_files(index: RawIndex, subject: int, cfg: Bold5000PreprocessConfig) -> SubjectFiles:
-    betas: dict[int, Path] = {}
-    for match, path in index.matching(_BETAS_RE):
-        if int(match.group(1)) != subject:
-            continue
-        session = int(match.group(2))
-        if session in betas:
-            raise InputDataError(path, f"a second betas file for session {session}: {betas[session]}")
-        betas[session] = path
-    if not betas:
-        raise InputDataError(index.root / BETAS_NAME.format(subject=subject, session=1), "no betas files for this subject")
-    masks, repairs = find_roi_masks(index, subject, cfg)
-    list_roots = [p / f"CSI{subject}" for p in index.dirs.get("Stimuli_Presentation_Lists", []) if (p / f"CSI{subject}").is_dir()]
-    if len(list_roots) != 1:
-        raise InputDataError(
-            index.root,
-            f"expected one Stimuli_Presentation_Lists/CSI{subject} folder, found {len(list_roots)}"
-            + (f": {', '.join(map(str, list_roots))}" if list_roots else ""),
-        )
-    return SubjectFiles(
-        betas=betas,
-        masks=masks,
-        alias_repairs=repairs,
-        brainmask=index.unique_file(f"CSI{subject}_brainmask.nii.gz", "brain mask", required=False),
-        imgnames=index.unique_file(f"CSI{subject}_imgnames.txt", "trial image list"),
-        lists_dir=list_roots[0],
-        repeated_list=index.unique_file(cfg.repeated_list, "repeated (test) image list"),
-    )
-
-
-# --------------------------------------------------------------------------- NIfTI reading
-def open_nifti(path: Path):
-    import nibabel as nib
-
-    try:
-        return nib.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - any header failure is a bad file for the user
-        raise InputDataError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
-
-
-def read_nifti_data(img, path: Path) -> np.ndarray:
-    """The voxel data as float32; a truncated .nii.gz fails only here, so it is checked here."""
-    try:
-        return np.asarray(img.get_fdata(caching="unchanged", dtype=np.float32))
-    except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, OSError, ValueError...
-        raise InputDataError(
-            path, f"cannot read the voxel data ({type(exc).__name__}: {exc}); the file is truncated or corrupt"
-        ) from None
-
-
-def load_mask(path: Path, ref_shape: tuple[int, ...], ref_affine: np.ndarray, ref_path: Path, cfg) -> np.ndarray:
-    img = open_nifti(path)
-    shape = tuple(int(s) for s in img.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if shape != tuple(ref_shape):
-        raise InputDataError(path, f"mask grid {shape} differs from the betas grid {tuple(ref_shape)} of {ref_path}")
-    if not np.allclose(img.affine, ref_affine, atol=cfg.affine_atol):
-        raise InputDataError(
-            path,
-            f"mask affine differs from the betas affine of {ref_path} (largest difference "
-            f"{float(np.abs(img.affine - ref_affine).max()):.4g} mm): the mask is on another grid; resample it first",
-        )
-    data = read_nifti_data(img, path).reshape(shape)
-    mask = np.nan_to_num(data, nan=0.0) > cfg.mask_threshold
-    if not mask.any():
-        raise InputDataError(path, f"ROI mask is empty (no value above {cfg.mask_threshold})")
-    return mask
-
-
-# --------------------------------------------------------------------------- the work
-@dataclass
-class RoiBetas:
-    """All trials of every ROI after dropping unusable voxels."""
-
-    labels: list[str]
-    arrays: dict[str, np.ndarray]  # label -> (trials, kept voxels) float32
-    ijk: dict[str, np.ndarray]  # label -> (kept voxels, 3) grid indices
-    dropped_nonfinite: dict[str, int]
-    dropped_constant: dict[str, int]
-    trials_per_session: dict[int, int]
-    grid: tuple[int, int, int]
-    affine: np.ndarray
-
-
-def extract_roi_betas(files: SubjectFiles, sessions_expected: dict[int, int], cfg: Bold5000PreprocessConfig) -> RoiBetas:
-    """Mask every session with every ROI, concatenate sessions, drop voxels unusable in any trial."""
-    from tqdm import tqdm
-
-    labels = roi_labels(cfg)
-    sessions = sorted(sessions_expected)
-    first = files.betas[sessions[0]]
-    ref = open_nifti(first)
-    if len(ref.shape) != 4:
-        raise InputDataError(first, f"betas must be 4-D (X, Y, Z, trials), got shape {tuple(ref.shape)}")
-    grid, affine = tuple(int(s) for s in ref.shape[:3]), np.asarray(ref.affine, dtype=np.float64)
-    masks = {label: load_mask(files.masks[label], grid, affine, first, cfg) for label in labels}
-    union = np.zeros(grid, dtype=bool)
-    for mask in masks.values():
-        union |= mask
-    # Columns of each ROI inside the union's C-ordered voxel list (numpy boolean-index order).
-    columns = {label: np.flatnonzero(mask[union]) for label, mask in masks.items()}
-    union_ijk = np.argwhere(union)
-
-    chunks: list[np.ndarray] = []
-    for session in tqdm(sessions, desc="BOLD5000 sessions", unit="session", disable=None):
-        path = files.betas[session]
-        img = ref if session == sessions[0] else open_nifti(path)
-        if len(img.shape) != 4 or tuple(img.shape[:3]) != grid:
-            raise InputDataError(path, f"betas shape {tuple(img.shape)} differs from {first.name} {grid + ('trials',)}")
-        if not np.allclose(img.affine, affine, atol=cfg.affine_atol):
-            raise InputDataError(path, f"betas affine differs from the one of {first}")
-        if img.shape[3] != sessions_expected[session]:
-            raise InputDataError(
-                path,
-                f"{img.shape[3]} trials in the betas but {sessions_expected[session]} in the presentation lists "
-                f"of session {session} under {files.lists_dir}",
-            )
-        data = read_nifti_data(img, path)
-        chunks.append(np.ascontiguousarray(data[union].T))  # (trials, union voxels)
-        del data
-    betas = np.concatenate(chunks, axis=0)
-    del chunks
-
-    # A voxel unusable in any trial of any session is dropped everywhere, so every
-    # session (and train and test) keeps the same columns.
-    nonfinite = ~np.isfinite(betas).all(axis=0)
-    constant = np.zeros_like(nonfinite)
-    if cfg.drop_constant_voxels:
-        finite = betas[:, ~nonfinite]
-        constant[~nonfinite] = finite.max(axis=0) == finite.min(axis=0)
-
-    arrays, ijk, dropped_nf, dropped_const = {}, {}, {}, {}
-    for label in labels:
-        cols = columns[label]
-        keep = cols[~nonfinite[cols] & ~constant[cols]]
-        dropped_nf[label] = int(nonfinite[cols].sum())
-        dropped_const[label] = int(constant[cols].sum())
-        if keep.size == 0:
-            raise InputDataError(
-                files.masks[label],
-                f"all {cols.size} voxels of {label} are NaN/Inf or constant in the betas: nothing left to use",
-            )
-        arrays[label] = betas[:, keep].astype(np.float32)
-        ijk[label] = union_ijk[keep].astype(np.int32)
-    return RoiBetas(labels, arrays, ijk, dropped_nf, dropped_const, dict(sessions_expected), grid, affine)
-
-
-def check_sessions(files: SubjectFiles, per_session: dict[int, int], subject: int) -> None:
-    """Every session 1..last must have both its betas file and its presentation lists."""
-    last = max(max(files.betas), max(per_session))
-    for session in range(1, last + 1):
-        if session not in files.betas:
-            where = next(iter(files.betas.values())).parent
-            raise InputDataError(
-                where / BETAS_NAME.format(subject=subject, session=session),
-                f"betas file of session {session} is missing (sessions found: {sorted(files.betas)})",
-            )
-        if session not in per_session:
-            raise InputDataError(
-                files.lists_dir / f"CSI{subject}_sess{session:02d}",
-                f"presentation lists of session {session} are missing (betas exist for sessions {sorted(files.betas)})",
-            )
 
 
 @dataclass
@@ -398,67 +155,6 @@ def split_trials(names: Sequence[str], repeated: Sequence[str]) -> TrialSplit:
     return TrialSplit(test_names, groups, not_shown, train_trials, train_names, image_index)
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-
-
-class ImageFinder:
-    """Image name -> file: exact name, else case-insensitive name, else same stem with an image suffix
-    (a list saying `x.jpg` for a file `x.JPEG`); copies under `presented_dir` win over others."""
-
-    def __init__(self, index: RawIndex, presented_dir: str):
-        self.index = index
-        self.presented_dir = presented_dir
-        self.by_lower: dict[str, list[Path]] = {}
-        self.by_stem: dict[str, list[Path]] = {}
-        for name, paths in index.files.items():
-            self.by_lower.setdefault(name.lower(), []).extend(paths)
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                self.by_stem.setdefault(Path(name).stem.lower(), []).extend(paths)
-        self.repaired: list[str] = []
-
-    def find(self, name: str) -> Path | None:
-        candidates = self.index.files.get(name, [])
-        if not candidates:
-            candidates = self.by_lower.get(name.lower()) or self.by_stem.get(Path(name).stem.lower(), [])
-            if candidates:
-                self.repaired.append(f"{name} -> {candidates[0].name}")
-        if len(candidates) > 1:
-            preferred = [p for p in candidates if self.presented_dir in p.parts]
-            candidates = preferred or candidates
-        return candidates[0] if candidates else None
-
-
-def load_square_image(path: Path, size: int) -> np.ndarray:
-    """RGB, centre-cropped to a square, resized to size x size, uint8."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            im = im.crop((left, top, left + side, top + side))
-            if side != size:
-                im = im.resize((size, size), Image.BICUBIC)
-            return np.asarray(im, dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
-        raise InputDataError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
-
-
-def load_images(finder: ImageFinder, names: Sequence[str], size: int) -> np.ndarray:
-    paths = [finder.find(name) for name in names]
-    missing = [n for n, p in zip(names, paths) if p is None]
-    if missing:
-        raise InputDataError(
-            finder.index.root,
-            f"{len(missing)} stimulus image(s) not found under this folder, e.g. {', '.join(missing[:5])}",
-        )
-    out = np.empty((len(names), size, size, 3), dtype=np.uint8)
-    for row, path in enumerate(paths):
-        out[row] = load_square_image(path, size)
-    return out
-
 
 def roi_masks_over_columns(labels: Sequence[str], widths: Sequence[int], cfg) -> dict[str, np.ndarray]:
     total = int(sum(widths))
@@ -484,6 +180,8 @@ def preprocess_bold5000_subject(
     out_dir = Path(out_dir)
     index = RawIndex(raw_dir)
     files = find_subject_files(index, subject, cfg)
+    if files.alias_repairs:
+        log.info("repaired %d misnamed ROI mask(s): %s", len(files.alias_repairs), "; ".join(files.alias_repairs))
 
     trials: list[Presentation] = read_presentations(find_presentation_lists(files.lists_dir, subject))
     imgnames = read_name_list(files.imgnames)

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from mindvis.io.images import CROPS, read_image
 from mindvis.preprocess.stimulus_ids import ImageList, key_to_id_text, read_image_list
 from mindvis.utils.atomic import save_npz, write_text
 from mindvis.utils.errors import ConfigError, InputDataError
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 IMAGES_NPZ = "images_256.npz"  # MinD-Vis's loader opens this name whatever the size
 TRAIN_LABEL_CSV = "imagenet_training_label.csv"
 TEST_LABEL_CSV = "imagenet_testing_label.csv"
-CROP_MODES = ("none", "center")
 
 
 @dataclass
@@ -54,8 +53,8 @@ class GodImagesConfig:
 def check_config(cfg: GodImagesConfig) -> None:
     if int(cfg.size) < 1:
         raise ConfigError(f"god images: size must be a positive number of pixels, got {cfg.size}")
-    if cfg.crop not in CROP_MODES:
-        raise ConfigError(f"god images: crop must be one of {CROP_MODES}, got '{cfg.crop}'")
+    if cfg.crop not in CROPS:
+        raise ConfigError(f"god images: crop must be one of {CROPS}, got '{cfg.crop}'")
 
 
 class _Folder:
@@ -104,29 +103,11 @@ def locate_images(images: ImageList, image_dir: Path, split: str) -> list[Path]:
     return found
 
 
-def load_image(path: Path, size: int, crop: str = "none") -> tuple[np.ndarray, bool]:
-    """(S, S, 3) uint8 RGB image, and whether the file was not RGB already."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            converted = img.mode != "RGB"
-            rgb = img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputDataError(path, f"cannot read image (corrupt or not an image?): {exc}") from None
-    if crop == "center":
-        w, h = rgb.size
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        rgb = rgb.crop((left, top, left + side, top + side))
-    rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(rgb, dtype=np.uint8), converted
-
-
 def _stack(paths: list[Path], cfg: GodImagesConfig, what: str) -> tuple[np.ndarray, int]:
     out = np.empty((len(paths), cfg.size, cfg.size, 3), dtype=np.uint8)
     n_converted = 0
     for i, path in enumerate(tqdm(paths, desc=f"{what} images", unit="img", disable=None)):
-        out[i], converted = load_image(path, cfg.size, cfg.crop)
+        out[i], converted = read_image(path, cfg.size, cfg.crop)
         n_converted += int(converted)
     return out, n_converted
 

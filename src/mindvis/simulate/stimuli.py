@@ -42,8 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from mindvis.io.images import read_image
 from mindvis.utils.atomic import atomic_dir, save_npz, write_text
 from mindvis.utils.errors import ConfigError, InputDataError
 
@@ -173,19 +174,6 @@ def _digits_set(cfg: StimuliConfig, rng: np.random.Generator) -> tuple[np.ndarra
     return images_u8, labels_all[chosen], chosen + 1, [f"digit_{k}" for k in range(10)]
 
 
-def _load_square(path: Path, size: int) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
-            return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputDataError(path, f"cannot read image: {exc}") from None
-
-
 def _folder_set(cfg: StimuliConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     if not cfg.folder:
         raise ConfigError("stimuli: source is 'folder' but no 'folder' path was given")
@@ -209,7 +197,7 @@ def _folder_set(cfg: StimuliConfig, rng: np.random.Generator) -> tuple[np.ndarra
     positions = np.concatenate([np.arange(1, len(fs) + 1) for _, fs in non_empty])
     train, test = _split_indices(labels, len(non_empty), cfg, rng, str(root))
     chosen = np.concatenate([train, test])
-    images = np.stack([_load_square(files[i], cfg.image_size) for i in chosen])
+    images = np.stack([read_image(files[i], cfg.image_size)[0] for i in chosen])
     return images, labels[chosen], positions[chosen], [d.name for d, _ in non_empty]
 
 
