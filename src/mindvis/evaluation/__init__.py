@@ -4,7 +4,8 @@ Modules, each usable on its own:
   nway            n-way top-1 (the reference's Monte-Carlo procedure + its exact expectation)
   identification  pair-wise identification (MSE, PCC, colour SSIM, any score matrix), raw means
   fid             Fréchet distance through torchmetrics with the feature extractor passed in
-  nsd_suite       PixCorr, grayscale SSIM, 2-way identification on network features
+  nsd_suite       PixCorr, grayscale SSIM, 2-way identification and correlation distances (NSD protocol)
+  nsd_networks    the NSD suite's networks at MindEye's input sizes (AlexNet, Inception, CLIP, EffNet, SwAV)
   judges          classifiers and feature extractors; weights from local files only
   judge_training  the embedded default's small CNN judge
   uncertainty     bootstrap intervals over test items, permutation p-values against chance
@@ -52,11 +53,14 @@ class EvaluateConfig:
     ssim: bool = True  # colour-SSIM identification (n_test^2 SSIM evaluations per sample set)
     judge_fid: bool = True  # FID in the judge's penultimate feature space (the demo's stand-in)
     nsd_suite: bool = True  # PixCorr, grayscale SSIM, 2-way identification on each configured network
+    nsd_pixels: str = "auto"  # PixCorr/SSIM size: mindeye (425 px) | native (the images' own) | auto (425 for nsd)
     inception_weights: str | None = None  # inception_v3_google-0cc3c7bd.pth: FID 2048 / 64, NSD Inception 2-way
     alexnet_weights: str | None = None  # torchvision alexnet-owt-7be5be79.pth: LPIPS backbone, NSD AlexNet 2/5
     lpips_weights: str | None = None  # LPIPS v0.1 alex.pth linear layers; null = the copy inside torchmetrics
     clip_weights: str | None = None  # CLIP ViT-L/14 (OpenAI) as timm/open_clip files; null = CLIP skipped
     clip_arch: str = "vit_large_patch14_clip_quickgelu_224"  # timm definition the CLIP weights fill
+    effnet_weights: str | None = None  # torchvision efficientnet_b1-c27df63c.pth: NSD EffNet-B distance
+    swav_weights: str | None = None  # swav_800ep_pretrain.pth.tar (facebookresearch/swav): NSD SwAV distance
     grid_rows: int = 10  # test items shown in the reconstruction grid (evenly spaced over the test set)
     grid_cell_max: int = 128  # grid cells larger than this (px) are downscaled, to keep the report small
     bootstrap: int = 1000  # resamples of the test items behind every metric's ci95 (0 = no intervals)
@@ -94,6 +98,26 @@ def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray |
     if labels is not None and labels.shape != (samples.shape[0],):
         raise InputDataError(path, f"test_labels must be ({samples.shape[0]},), got {labels.shape}")
     return samples, gt, labels
+
+
+PIXEL_GT_KEY = "test_images_pixel"  # preprocess-nsd's 425-px test images, row i <-> the samples' item i
+
+
+def load_pixel_ground_truth(path: str | Path, n_test: int) -> np.ndarray:
+    """The test images at the pixel metrics' size (`test_images_pixel` of an NSD subject npz)."""
+    from mindvis.io.npz import open_npz
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(path, "pixel ground-truth file not found (run preprocess-nsd first)")
+    with open_npz(path, "pixel ground-truth file") as z:
+        if PIXEL_GT_KEY not in z.files:
+            raise InputDataError(path, f"no {PIXEL_GT_KEY} (has {', '.join(z.files)})")
+        images = z[PIXEL_GT_KEY]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] != n_test:
+        raise InputDataError(path, f"{PIXEL_GT_KEY} must be uint8 ({n_test}, P, P, 3) for {n_test} test items, got "
+                                   f"{images.dtype} {images.shape}")
+    return images
 
 
 # ----------------------------------------------------------------------------- metric records
@@ -206,6 +230,7 @@ def evaluate_samples(
     test_labels: np.ndarray | None = None,
     identity: dict[str, Any] | None = None,
     features_out: dict[str, np.ndarray] | None = None,
+    pixel_ground_truth: np.ndarray | None = None,
 ) -> dict:
     """Every metric for one samples file; returns the metrics.json document.
 
@@ -213,25 +238,28 @@ def evaluate_samples(
     `judges.Judge` (else loaded from cfg.judge / cfg.judge_weights). Metrics whose
     weights are not configured are listed under "skipped" with the reason. Every record gets
     ci95 (and the main ones a p_value; `uncertainty`). features_out, when given, receives the
-    judge's penultimate features: "gt" (n, D) and "gen" (n, K, D).
+    judge's penultimate features: "gt" (n, D) and "gen" (n, K, D). pixel_ground_truth: the test
+    images at the NSD suite's PixCorr/SSIM size (425 px, uint8), when the dataset provides them.
     """
     import torch
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
     try:
-        return _evaluate(samples, ground_truth, cfg, judge, test_labels, identity, features_out)
+        return _evaluate(samples, ground_truth, cfg, judge, test_labels, identity, features_out, pixel_ground_truth)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, identity, features_out) -> dict:
+def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, identity, features_out,
+              pixel_ground_truth=None) -> dict:
     import torch
 
     from mindvis.evaluation import judges as J
     from mindvis.evaluation.fid import fid_over_sample_sets
     from mindvis.evaluation.identification import identification_rates, pixel_score_matrices
-    from mindvis.evaluation.nsd_suite import batched_features, nsd_item_scores, summarise_nsd
+    from mindvis.evaluation.nsd_networks import nsd_extractors
+    from mindvis.evaluation.nsd_suite import batched_features, nsd_item_scores, pixel_size_for, summarise_nsd
     from mindvis.evaluation.uncertainty import (
         Frechet,
         ItemMeans,
@@ -351,16 +379,25 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
 
     # --- NSD-style suite --------------------------------------------------------------------
     if cfg.nsd_suite:
-        extractors, missing = _nsd_extractors(cfg, J, batched_features, alexnet, inception)
+        two_way, distances, missing = nsd_extractors(cfg, alexnet, inception, batched_features)
         skipped.update(missing)
+        size = pixel_size_for(cfg.nsd_pixels, (identity or {}).get("dataset"))
+        pix_gt = _pixel_ground_truth(pixel_ground_truth, size, n_test)
         cache: dict[str, dict] = {}
-        item_sets = [nsd_item_scores(samples[:, k], ground_truth, extractors, cache) for k in range(k_sets)]
+        item_sets = [nsd_item_scores(samples[:, k], ground_truth, two_way, cache, distances, size, pix_gt)
+                     for k in range(k_sets)]
         for k, one in enumerate(item_sets):  # the judge's features are already computed above
             one["two_way_judge"] = _correlations(gen_feats[:, k], gt_feats)
         sets = [summarise_nsd(one) for one in item_sets]
         for name in sets[0]:
             label, definition, chance = _NSD_SPEC.get(name, (name, name, 0.5))
-            metrics[f"nsd_{name}"] = _per_set_record([s[name] for s in sets], label, definition, chance, True)
+            higher = not name.startswith("distance_")
+            extra = {}
+            if name in ("pixcorr", "ssim_gray"):
+                definition = f"{definition} {_pixel_note(size, pix_gt is not None)}"
+                extra = {"pixel_size": size}
+            metrics[f"nsd_{name}"] = _per_set_record([s[name] for s in sets], label, definition, chance, higher,
+                                                     **extra)
             stacked = np.stack([one[name] for one in item_sets])
             views[f"nsd_{name}"] = PairScores(stacked, True) if stacked.ndim == 3 else ItemMeans(stacked.T)
 
@@ -410,42 +447,54 @@ def _uncertainty_note(rec: dict, unc) -> str:
 
 
 _NSD_SPEC = {
-    "pixcorr": ("PixCorr", "NSD suite: mean Pearson correlation of flattened pixels, each generated image vs its "
-                "own ground truth (native resolution).", None),
+    "pixcorr": ("PixCorr", "NSD suite: mean Pearson correlation of flattened RGB pixels, each generated image vs "
+                "its own ground truth.", None),
     "ssim_gray": ("SSIM (gray)", "NSD suite: mean grayscale SSIM (skimage rgb2gray; gaussian window sigma 1.5, "
                   "population covariance, data_range 1).", None),
-    "two_way_alexnet_2": ("2-way AlexNet(2)", "NSD suite: 2-way identification (feature correlation) on AlexNet "
-                          "features.4 (layer 2).", 0.5),
-    "two_way_alexnet_5": ("2-way AlexNet(5)", "NSD suite: 2-way identification on AlexNet features.11 (layer 5).", 0.5),
+    "two_way_alexnet_2": ("2-way AlexNet(2)", "NSD suite: 2-way identification (feature correlation, MindEye's "
+                          "rule) on AlexNet features.4 (layer 2), 256 px input.", 0.5),
+    "two_way_alexnet_5": ("2-way AlexNet(5)", "NSD suite: 2-way identification on AlexNet features.11 (layer 5), "
+                          "256 px input.", 0.5),
     "two_way_inception": ("2-way Inception", "NSD suite: 2-way identification on InceptionV3 global-pool features "
                           "(342 px input).", 0.5),
-    "two_way_clip": ("2-way CLIP", "NSD suite: 2-way identification on the CLIP ViT-L/14 image embedding.", 0.5),
+    "two_way_clip": ("2-way CLIP", "NSD suite: 2-way identification on the CLIP ViT-L/14 image embedding (224 px, "
+                     "bilinear).", 0.5),
     "two_way_judge": ("2-way judge feat.", "2-way identification on the judge's penultimate features (the demo's "
                       "stand-in for a semantic network; not an NSD-paper metric).", 0.5),
+    "distance_effnet": ("EffNet-B dist.", "NSD suite: mean over images of the correlation distance (1 - Pearson r, "
+                        "scipy) between EfficientNet-B1 global-pool features of each generated image and its own "
+                        "ground truth (255 px input); lower is better.", None),
+    "distance_swav": ("SwAV dist.", "NSD suite: mean correlation distance between SwAV ResNet-50 global-pool "
+                      "features of each generated image and its own ground truth (224 px input); lower is better.",
+                      None),
 }
 
 
-def _nsd_extractors(cfg: EvaluateConfig, J, batched_features, alexnet, inception):
-    """name -> function(images) -> {feature name: array}; plus notes for the networks not configured."""
-    extractors, missing = {}, {}
-    if alexnet is not None:
-        alex = J.AlexNetLayers(alexnet).to(cfg.device)
-        extractors["alexnet"] = lambda imgs: batched_features(alex, imgs, cfg.batch_size)
-    else:
-        missing["nsd_two_way_alexnet_2"] = missing["nsd_two_way_alexnet_5"] = (
-            "needs AlexNet weights (evaluate.alexnet_weights): not configured"
-        )
-    if inception is not None:
-        inc = J.InceptionFeatures(inception, dims=2048, resize=342).to(cfg.device)
-        extractors["inception"] = lambda imgs: {"inception": batched_features(inc, imgs, cfg.batch_size)["features"]}
-    else:
-        missing["nsd_two_way_inception"] = "needs Inception-v3 weights (evaluate.inception_weights): not configured"
-    if cfg.clip_weights:
-        clip = J.load_clip(cfg.clip_weights, "evaluate.clip_weights", arch=cfg.clip_arch).to(cfg.device)
-        extractors["clip"] = lambda imgs: {"clip": batched_features(clip, imgs, cfg.batch_size)["features"]}
-    else:
-        missing["nsd_two_way_clip"] = "needs CLIP ViT-L/14 weights (evaluate.clip_weights): not configured"
-    return extractors, missing
+def resolve_pixels(cfg: EvaluateConfig, dataset: str | None) -> EvaluateConfig:
+    """cfg with nsd_pixels "auto" made explicit for this dataset (controls then use the model's size)."""
+    from dataclasses import replace
+
+    from mindvis.evaluation.nsd_suite import pixel_size_for
+
+    return replace(cfg, nsd_pixels="mindeye" if pixel_size_for(cfg.nsd_pixels, dataset) else "native")
+
+
+def _pixel_note(size: int | None, own_gt: bool) -> str:
+    if size is None:
+        return "Computed at the images' own resolution (evaluate.nsd_pixels)."
+    gt = "the ground truth's own 425-px images" if own_gt else "the ground truth resized the same way"
+    return f"Computed at {size} px as MindEye: generated images resized (torchvision bilinear), against {gt}."
+
+
+def _pixel_ground_truth(images: np.ndarray | None, size: int | None, n_test: int) -> np.ndarray | None:
+    """The 425-px test images, checked against the samples; None when not given or not used."""
+    if images is None or size is None:
+        return None
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != n_test or images.shape[-1] != 3:
+        raise InputDataError(None, f"pixel ground truth must be uint8 ({n_test}, H, W, 3), got {images.dtype} "
+                                   f"{images.shape}")
+    return images
 
 
 # ----------------------------------------------------------------------------- flat view and grid

@@ -5,7 +5,8 @@ FID (judge features in the demo; Inception 2048-d and the reference's 64-d varia
 when Inception weights are configured) and the NSD-style suite.
 
 --samples: npz with `samples` uint8 (n_test, K, H, W, 3), `ground_truth` uint8
-(n_test, H, W, 3) and optionally `test_labels` (n_test,).
+(n_test, H, W, 3) and optionally `test_labels` (n_test,). --pixel-gt (NSD): the subject npz whose
+`test_images_pixel` (425 px) are PixCorr's and SSIM's ground truth under the NSD protocol.
 Writes --out (metrics.json: every metric with its definition, chance level, 95 % bootstrap
 interval over test items `ci95`, a permutation p-value against chance for n-way and
 identification, and the metrics skipped for want of weights) and, with --grid-out, a PNG
@@ -24,7 +25,7 @@ import argparse
 import logging
 
 from mindvis.config import load_section
-from mindvis.evaluation import EvaluateConfig, flat_metrics, load_samples
+from mindvis.evaluation import EvaluateConfig, flat_metrics, load_pixel_ground_truth, load_samples
 from mindvis.evaluation.controls import evaluate_with_controls, load_training_images, recorded_seed
 from mindvis.tracking import tracker_for
 from mindvis.tracking.job import parse_wildcards
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid-out", default=None, help="also write the reconstruction grid PNG here")
     parser.add_argument("--dataset", default=None, help="dataset name for the report (default: the 'dataset' wildcard)")
     parser.add_argument("--subject", default=None, help="subject for the report (default: the 'subject' wildcard)")
+    parser.add_argument("--pixel-gt", default=None,
+                        help="NSD subject npz whose test_images_pixel (425 px) are the ground truth of PixCorr and "
+                        "SSIM when evaluate.nsd_pixels resolves to mindeye")
     controls = parser.add_argument_group("controls (from `mindvis generate-controls`) and generation seeds")
     controls.add_argument("--shuffled-fmri", default=None, help="samples_shuffled_fmri.npz")
     controls.add_argument("--prior-only", default=None, help="samples_prior_only.npz")
@@ -72,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
         if args.train_npz:
             train_images = load_training_images(args.train_npz, args.train_images, dataset, samples.shape[2])
         seed_runs = [(path, recorded_seed(path), *load_samples(path)[:2]) for path in args.seed_samples]
+        pixel_gt = load_pixel_ground_truth(args.pixel_gt, len(gt)) if args.pixel_gt else None
         doc = evaluate_with_controls(samples, gt, cfg, test_labels=labels, identity=identity,
                                      seed=recorded_seed(args.samples), controls=controls,
-                                     train_images=train_images, seed_runs=seed_runs)
+                                     train_images=train_images, seed_runs=seed_runs, pixel_ground_truth=pixel_gt)
         write_json(args.out, doc)
         tracker.set_tags({"protocol": cfg.protocol, "judge": cfg.judge})
         tracker.log_metrics(flat_metrics(doc))

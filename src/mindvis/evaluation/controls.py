@@ -116,22 +116,26 @@ def evaluate_with_controls(samples: np.ndarray, ground_truth: np.ndarray, cfg, j
                            identity: dict | None = None, seed: int | None = None,
                            controls: dict[str, tuple[str, np.ndarray, np.ndarray]] | None = None,
                            train_images: np.ndarray | None = None,
-                           seed_runs: list[tuple[str, int | None, np.ndarray, np.ndarray]] | None = None) -> dict:
+                           seed_runs: list[tuple[str, int | None, np.ndarray, np.ndarray]] | None = None,
+                           pixel_ground_truth: np.ndarray | None = None) -> dict:
     """metrics.json for the model's samples, its controls and its other generation seeds.
 
     controls: name -> (file, samples, ground_truth) for any of CONTROLS; train_images (m, H, W, 3) for
     nearest_train_copy; seed_runs: (file, seed, samples, ground_truth) of the other generation seeds. Every
     control and seed run must hold the same test items, in the same order, as the model's samples.
+    pixel_ground_truth: the test images at the NSD suite's PixCorr/SSIM size (425 px), when the dataset has them.
     """
-    from mindvis.evaluation import evaluate_samples
+    from mindvis.evaluation import evaluate_samples, resolve_pixels
     from mindvis.evaluation import judges as J
     from mindvis.evaluation.uncertainty import UncertaintyConfig
 
     if judge is None:
         judge = J.load_judge(cfg.judge, cfg.judge_weights, "evaluate.judge_weights")
+    cfg = resolve_pixels(cfg, (identity or {}).get("dataset"))  # controls are scored at the model's size
+    pix = {"pixel_ground_truth": pixel_ground_truth}
     features: dict[str, np.ndarray] = {}
     doc = evaluate_samples(samples, ground_truth, cfg, judge=judge, test_labels=test_labels, identity=identity,
-                           features_out=features)
+                           features_out=features, **pix)
     controls = controls or {}
     baselines: dict[str, dict] = {}
     provenance: dict[str, dict] = {}
@@ -141,7 +145,7 @@ def evaluate_with_controls(samples: np.ndarray, ground_truth: np.ndarray, cfg, j
         path, ctrl_samples, ctrl_gt = controls[name]
         _same_items(path, ctrl_gt, ground_truth)
         log.info("control %s: %s", name, path)
-        ctrl = evaluate_samples(ctrl_samples, ctrl_gt, cfg, judge=judge, test_labels=test_labels)
+        ctrl = evaluate_samples(ctrl_samples, ctrl_gt, cfg, judge=judge, test_labels=test_labels, **pix)
         baselines[name] = _control_summary(ctrl)
         provenance[name] = {"file": str(path), "k_samples": int(ctrl_samples.shape[1])}
     if train_images is not None:
@@ -158,7 +162,7 @@ def evaluate_with_controls(samples: np.ndarray, ground_truth: np.ndarray, cfg, j
     quick = replace(cfg, bootstrap=0, permutations=0)  # the spread over seeds needs the values only
     for path, other_seed, run_samples, run_gt in seed_runs or []:
         _same_items(path, run_gt, ground_truth)
-        runs.append(evaluate_samples(run_samples, run_gt, quick, judge=judge, test_labels=test_labels))
+        runs.append(evaluate_samples(run_samples, run_gt, quick, judge=judge, test_labels=test_labels, **pix))
         seeds.append(other_seed)
     doc["seeds"] = seeds  # None where a samples file does not record its seed
     for name, rec in doc["metrics"].items():

@@ -8,6 +8,7 @@ without importing this layer).
 from mindvis.metrics.identification import (  # noqa: F401
     PIXEL_HIGHER_IS_BETTER,
     correlation_matrix,
+    feature_correlations,
     identification_rates,
     mse,
     mse_matrix,

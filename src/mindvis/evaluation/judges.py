@@ -444,15 +444,16 @@ def load_alexnet(path: str | Path | None, config_key: str) -> nn.Module:
 class ClipImageEmbedding(nn.Module):
     """CLIP image embedding (projected), from a timm ViT definition; 224 px bicubic, CLIP mean/std."""
 
-    def __init__(self, net: nn.Module, image_size: int = 224):
+    def __init__(self, net: nn.Module, image_size: int = 224, mode: str = "bicubic"):
         super().__init__()
         self.net = net.eval()
         self.image_size = image_size
+        self.mode = mode  # CLIP's own transform: bicubic; MindEye's NSD evaluation: bilinear
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = _resize_center_crop(x, self.image_size, "bicubic")
+        x = _resize_center_crop(x, self.image_size, self.mode)
         return self.net(_normalise(x, CLIP_MEAN, CLIP_STD))
 
 

@@ -141,15 +141,33 @@ def pairwise_pixel_identification(preds: np.ndarray, gts: np.ndarray, with_ssim:
     return out
 
 
+def feature_correlations(pred_features: np.ndarray, gt_features: np.ndarray) -> np.ndarray:
+    """(n, n) Pearson r of feature vectors, generated i vs ground truth j, for `identification_rates`.
+
+    An undefined correlation (a constant feature vector; NaN in numpy) is -inf on the diagonal and
+    +inf off it, so it is never a success: what NaN comparisons do in MindEye's and Brain-Diffuser's
+    `r < diag(r)`.
+    """
+    x = np.asarray(pred_features, np.float64).reshape(len(pred_features), -1)
+    y = np.asarray(gt_features, np.float64).reshape(len(gt_features), -1)
+    if x.shape != y.shape:
+        raise InputDataError(None, f"feature matrices differ in shape: {x.shape} vs {y.shape}")
+    r = correlation_matrix(x, y)
+    undefined = (np.ptp(x, axis=1) == 0)[:, None] | (np.ptp(y, axis=1) == 0)[None, :]
+    if undefined.any():
+        own_undefined = np.diag(undefined).copy()
+        r[undefined] = np.inf
+        idx = np.flatnonzero(own_undefined)
+        r[idx, idx] = -np.inf
+    return r
+
+
 def two_way_identification(pred_features: np.ndarray, gt_features: np.ndarray) -> float:
-    """NSD-style 2-way identification on any feature matrices (n, D): mean over images of the
-    fraction of other ground truths less correlated with the generated image's features than
-    its own ground truth (MindEye / Brain-Diffuser's rule; chance 0.5)."""
-    pred_features = np.asarray(pred_features, np.float64).reshape(len(pred_features), -1)
-    gt_features = np.asarray(gt_features, np.float64).reshape(len(gt_features), -1)
-    if pred_features.shape != gt_features.shape:
-        raise InputDataError(None, f"feature matrices differ in shape: {pred_features.shape} vs {gt_features.shape}")
-    return float(identification_rates(correlation_matrix(pred_features, gt_features), True).mean())
+    """NSD-style 2-way identification on any feature matrices (n, D), as MindEye / Brain-Diffuser
+    compute it: r = corrcoef(real, pred)[:n, n:]; success = r < diag(r) column-wise;
+    mean(success.sum(0)) / (n - 1). Per generated image: the share of other ground truths less
+    correlated with its features than its own ground truth (ties and undefined r fail; chance 0.5)."""
+    return float(identification_rates(feature_correlations(pred_features, gt_features), True).mean())
 
 
 def pairwise_identification(samples: np.ndarray, ground_truth: np.ndarray) -> float:

@@ -11,7 +11,9 @@ Modules, one job each:
   labels       what the page calls each key, and number formats
   estimates    one metrics.json as numbers per source (model, controls, chance)
   tables       the headline and per-run tables
-  quoted       the published numbers
+  quoted       the published numbers (GOD)
+  published_nsd  NSD subject-1 numbers of MindEye2 (data, with its source)
+  nsd          the NSD section: our NSD runs beside the published rows
   charts       inline SVG of model vs controls
   grids        the reconstruction grids, ground truth marked, >= 96 px per image
   samplers     the sampler table and plot

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mindvis.evaluation.report.estimates import control_definition, shown_metrics
+from mindvis.evaluation.report.estimates import control_definition, is_duplicate, shown_metrics
 from mindvis.evaluation.report.labels import (
     CONTROLS,
     SAME_AS,
@@ -26,7 +26,7 @@ def _metric_items(docs: list[dict]) -> str:
         better = "" if rec.get("higher_is_better", True) else " Lower is better."
         items.append(f"<dt>{esc(metric_label(name, rec))} <code>{esc(name)}</code></dt>"
                      f"<dd>{esc(rec.get('definition', ''))}{esc(chance_txt + better)}</dd>")
-    if any(dup in d["metrics"] and twin in d["metrics"] for d in docs for dup, twin in SAME_AS.items()):
+    if any(dup in d["metrics"] and is_duplicate(d, dup) for d in docs for dup in SAME_AS):
         items.append(f"<dt>PCC (raw mean) <code>pcc_raw_mean</code></dt><dd>{esc(SAME_AS_NOTE)}</dd>")
     return "".join(items)
 

@@ -114,7 +114,14 @@ def shown_metrics(doc: dict) -> list[str]:
     """The run's metrics in page order, a duplicate (SAME_AS) dropped when its twin is there."""
     names = [m for m in METRIC_ORDER if m in doc["metrics"]]
     names += sorted(m for m in doc["metrics"] if m not in METRIC_ORDER)
-    return [m for m in names if not (m in SAME_AS and SAME_AS[m] in doc["metrics"])]
+    return [m for m in names if not is_duplicate(doc, m)]
+
+
+def is_duplicate(doc: dict, name: str) -> bool:
+    """`name` holds its SAME_AS twin's number: the twin is there and computed at native size (PixCorr at
+    425 px, the NSD protocol, is another number than pcc_raw_mean)."""
+    twin = doc["metrics"].get(SAME_AS.get(name, ""))
+    return isinstance(twin, dict) and twin.get("pixel_size") is None
 
 
 def separated(model: Estimate, other: Estimate, higher_is_better: bool = True) -> bool | None:

@@ -15,6 +15,7 @@ METRIC_ORDER = [
     "identification_pcc", "identification_ssim", "identification_mse", "identification_lpips",
     "nsd_two_way_clip", "nsd_two_way_inception", "nsd_two_way_alexnet_2", "nsd_two_way_alexnet_5",
     "nsd_two_way_judge", "nsd_pixcorr", "pcc_raw_mean", "nsd_ssim_gray", "ssim_raw_mean", "mse_raw_mean",
+    "nsd_distance_effnet", "nsd_distance_swav",
     "fid_judge_features", "fid_inception_2048", "fid_inception_64_reference", "judge_gt_accuracy",
 ]
 LABELS = {
@@ -33,6 +34,8 @@ LABELS = {
     "nsd_pixcorr": "PixCorr",
     "pcc_raw_mean": "PCC (raw mean)",
     "nsd_ssim_gray": "SSIM (gray)",
+    "nsd_distance_effnet": "EffNet-B distance",
+    "nsd_distance_swav": "SwAV distance",
     "ssim_raw_mean": "SSIM (colour)",
     "mse_raw_mean": "pixel MSE",
     "fid_judge_features": "FID (judge features)",
@@ -55,7 +58,7 @@ HEADLINE_GROUPS = (
 )
 
 # metrics.json keys that hold the same number as another key: shown once (see SAME_AS_NOTE).
-SAME_AS = {"pcc_raw_mean": "nsd_pixcorr"}
+SAME_AS = {"pcc_raw_mean": "nsd_pixcorr"}  # only while PixCorr is at native size (no pixel_size)
 SAME_AS_NOTE = (
     "metrics.json also holds pcc_raw_mean, the same computation as PixCorr (Pearson correlation of the "
     "flattened RGB pixels of each reconstruction with its own ground truth, mean over images, at native "
@@ -87,7 +90,7 @@ CONTROL_DEFINITIONS = {
     "classes, 0.5 for pair-wise and 2-way identification.",
 }
 
-DATASET_NAMES = {"god": "GOD", "bold5000": "BOLD5000", "hcp": "HCP"}
+DATASET_NAMES = {"god": "GOD", "bold5000": "BOLD5000", "hcp": "HCP", "nsd": "NSD"}
 SAMPLER_NAMES = {"plms": "PLMS", "ddim": "DDIM", "dpmpp": "DPM-Solver++ 2M"}
 SAMPLER_COLUMNS = {
     "sampler": "Sampler", "steps": "Steps", "seconds_per_image": "Seconds per image",

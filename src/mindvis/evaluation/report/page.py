@@ -12,6 +12,7 @@ from mindvis.evaluation.report.definitions import definitions_section
 from mindvis.evaluation.report.grids import grids_section
 from mindvis.evaluation.report.inputs import ReportInputs
 from mindvis.evaluation.report.labels import esc
+from mindvis.evaluation.report.nsd import nsd_section
 from mindvis.evaluation.report.quoted import quoted_table
 from mindvis.evaluation.report.samplers import sampler_section
 from mindvis.evaluation.report.tables import details_section, headline_table
@@ -30,7 +31,8 @@ td.src,#samplers td:first-child{text-align:left} .ci{color:#555;font-size:12px}
 #headline tbody{border-top:2px solid #999} #headline tr.src-model td{background:#eef4fb}
 #headline td.clear{background:#eaf6ea} #headline td.overlap{background:#fdf1dc}
 table.details{font-size:13px} table.details td,table.details th{padding:3px 6px}
-#quoted td{text-align:left} #quoted th{white-space:nowrap} #quoted td.note{white-space:normal;min-width:16em}
+#quoted td{text-align:left} #nsd td.src{text-align:left;white-space:normal;min-width:12em}
+#nsd td.na{color:#777;font-style:italic} #nsd tr.quoted td{background:#f7f7f7} #quoted th{white-space:nowrap} #quoted td.note{white-space:normal;min-width:16em}
 details{margin:.4em 0;border:1px solid #e2e2e2;border-radius:4px;padding:.3em .8em}
 summary{cursor:pointer;font-weight:600} ul.note{margin-top:0}
 .legend{display:flex;flex-wrap:wrap;gap:1.2em;font-size:13px;align-items:center}
@@ -95,6 +97,7 @@ figure.</p>
 {details_section(docs)}
 <h3>Published numbers</h3>
 {quoted_table()}
+{nsd_section(docs)}
 <h2>Reconstructions</h2>
 <p class="note">Each row is one test item: its ground truth (framed, first column) and the model's samples.</p>
 {grids_section(inputs.grids)}
