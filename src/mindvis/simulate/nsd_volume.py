@@ -172,6 +172,9 @@ class BetasWriter:
             self._h5_ctx = atomic_path(hdf5)
             tmp = self._h5_ctx.__enter__()
             self._h5 = h5py.File(tmp, "w")
+            # One chunk per trial volume. NSD's files are chunked per voxel time series (MATLAB [1 1 1 750],
+            # h5py (750, 1, 1, 1)); chunking changes speed, not the values, and per-voxel chunks written
+            # trial by trial would touch every chunk for every trial.
             self._dset = self._h5.create_dataset("betas", shape=(n_trials,) + grid[::-1], dtype=np.int16,
                                                  chunks=(1,) + grid[::-1])
 
