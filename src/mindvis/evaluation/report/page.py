@@ -32,7 +32,8 @@ td.src,#samplers td:first-child{text-align:left} .ci{color:#555;font-size:12px}
 #headline td.clear{background:#eaf6ea} #headline td.overlap{background:#fdf1dc}
 table.details{font-size:13px} table.details td,table.details th{padding:3px 6px}
 #quoted td{text-align:left} #nsd td.src{text-align:left;white-space:normal;min-width:12em}
-#nsd td.na{color:#777;font-style:italic} #nsd tr.quoted td{background:#f7f7f7} #quoted th{white-space:nowrap} #quoted td.note{white-space:normal;min-width:16em}
+#nsd td.na{color:#777;font-style:italic} #nsd tr.quoted td{background:#f7f7f7}
+#quoted th{white-space:nowrap} #quoted td.note{white-space:normal;min-width:16em}
 details{margin:.4em 0;border:1px solid #e2e2e2;border-radius:4px;padding:.3em .8em}
 summary{cursor:pointer;font-weight:600} ul.note{margin-top:0}
 .legend{display:flex;flex-wrap:wrap;gap:1.2em;font-size:13px;align-items:center}
