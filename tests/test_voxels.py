@@ -5,14 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mindvis.simulate.image_features import synthetic_calibration_images
 from mindvis.simulate.stimuli import StimuliConfig, build_stimuli
-from mindvis.simulate.voxels import (
-    GRID_MM,
-    RoiSpec,
-    add_measurement_noise,
-    build_voxel_model,
-    synthetic_calibration_images,
-)
+from mindvis.simulate.voxels import GRID_MM, RoiSpec, add_measurement_noise, build_voxel_model
 
 S = 32
 ROIS = [
