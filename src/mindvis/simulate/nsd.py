@@ -256,11 +256,19 @@ def write_subject(root: Path, stim: StimulusSet, design: nd.NsdDesign, subject: 
             continue
         srng = np.random.default_rng([seed, 75, s])  # per session: a missing session changes no other
         trials = np.arange((s - 1) * n_tps, s * n_tps)
-        white = srng.standard_normal((n_tps, model.n_voxels)).astype(np.float32)
+        # % signal change = gain * (baseline + evoked + noise + shift), built in place: (trials, V) float32
+        pct = srng.standard_normal((n_tps, model.n_voxels), dtype=np.float32)
+        pct *= np.float32(math.sqrt(1 - cfg.correlated_noise) / cfg.snr)
         spont = model.spontaneous(n_tps, srng, tr=nd.TRIAL_SECONDS)
-        noise = (math.sqrt(1 - cfg.correlated_noise) * white + math.sqrt(cfg.correlated_noise) * spont) / cfg.snr
+        spont *= np.float32(math.sqrt(cfg.correlated_noise) / cfg.snr)
+        pct += spont
+        del spont
         shift = srng.normal(0.0, cfg.session_shift / cfg.snr, size=model.n_voxels).astype(np.float32)
-        roi_int = _quantise(gain * (baseline + evoked_of[nsd0[trials]] + noise + shift))  # (n_tps, V) model order
+        pct += evoked_of[nsd0[trials]]
+        pct += baseline + shift
+        pct *= gain
+        roi_int = _quantise(pct)  # (n_tps, V) in model order
+        del pct
         name = f"betas_session{s:02d}"
         with nv.BetasWriter(betas_dir / f"{name}.nii.gz", betas_dir / f"{name}.hdf5" if cfg.hdf5 else None,
                             grid, n_tps) as writer:
