@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from mindvis.evaluation.fid import fid_over_sample_sets, frechet_distance
-from mindvis.evaluation.judges import JudgeFeatures, SmallCNN, SmallCNNJudge, load_inception
+from mindvis.evaluation.feature_nets import JudgeFeatures, load_inception
+from mindvis.evaluation.judges import SmallCNN, SmallCNNJudge
 from mindvis.utils.errors import MissingWeightsError
 
 

@@ -7,16 +7,8 @@ import pytest
 import torch
 
 from mindvis.evaluation.judge_training import JudgeTrainConfig, save_judge, train_judge
-from mindvis.evaluation.judges import (
-    AlexNetLayers,
-    LpipsAlex,
-    SmallCNN,
-    ViTH14Judge,
-    load_clip,
-    load_judge,
-    load_lpips,
-    load_small_cnn_judge,
-)
+from mindvis.evaluation.feature_nets import AlexNetLayers, LpipsAlex, load_clip, load_lpips
+from mindvis.evaluation.judges import SmallCNN, ViTH14Judge, load_judge, load_small_cnn_judge
 from mindvis.simulate.stimuli import StimuliConfig, build_stimuli
 from mindvis.utils.errors import ConfigError, InputDataError, MissingWeightsError
 

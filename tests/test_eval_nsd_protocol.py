@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from mindvis.evaluation import EvaluateConfig, evaluate_samples, load_pixel_ground_truth, resolve_pixels
-from mindvis.evaluation.judges import ClipImageEmbedding, SmallCNN, SmallCNNJudge
+from mindvis.evaluation.feature_nets import ClipImageEmbedding
+from mindvis.evaluation.judges import SmallCNN, SmallCNNJudge
 from mindvis.evaluation.nsd_networks import SIZES, EffNetFeatures, ResNetPoolFeatures, load_swav
 from mindvis.evaluation.nsd_suite import (
     correlation_distance_per_item,

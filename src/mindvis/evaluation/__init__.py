@@ -6,7 +6,10 @@ Modules, each usable on its own:
   fid             Fréchet distance through torchmetrics with the feature extractor passed in
   nsd_suite       PixCorr, grayscale SSIM, 2-way identification and correlation distances (NSD protocol)
   nsd_networks    the NSD suite's networks at MindEye's input sizes (AlexNet, Inception, CLIP, EffNet, SwAV)
-  judges          classifiers and feature extractors; weights from local files only
+  judges          the classifiers that score reconstructions (ViT-H/14, the demo's small CNN)
+  feature_nets    feature extractors: Inception (FID), AlexNet, CLIP, LPIPS
+  weight_files    pretrained weights from local files only (never downloaded)
+  image_inputs    image batches -> the networks' input (resize, centre crop, normalise)
   judge_training  the embedded default's small CNN judge
   uncertainty     bootstrap intervals over test items, permutation p-values against chance
   controls        the controls (shuffled fMRI, prior only, train retrieval, nearest training copy)
@@ -255,6 +258,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
               pixel_ground_truth=None) -> dict:
     import torch
 
+    from mindvis.evaluation import feature_nets as nets
     from mindvis.evaluation import judges as J
     from mindvis.evaluation.fid import fid_over_sample_sets
     from mindvis.evaluation.identification import identification_rates, pixel_score_matrices
@@ -277,9 +281,9 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
     # Each optional network is read once (a missing configured file fails here, before any work).
     alexnet = inception = None
     if cfg.alexnet_weights:
-        alexnet = J.load_alexnet(cfg.alexnet_weights, "evaluate.alexnet_weights")
+        alexnet = nets.load_alexnet(cfg.alexnet_weights, "evaluate.alexnet_weights")
     if cfg.inception_weights:
-        inception = J.load_inception_net(cfg.inception_weights, "evaluate.inception_weights")
+        inception = nets.load_inception_net(cfg.inception_weights, "evaluate.inception_weights")
     metrics: dict[str, dict] = {}
     views: dict[str, object] = {}  # per metric, what it is made of item by item (uncertainty.py)
     skipped: dict[str, str] = {}
@@ -319,7 +323,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
     # --- LPIPS identification ------------------------------------------------------------
     if alexnet is not None:
         keys = ("evaluate.alexnet_weights", "evaluate.lpips_weights")
-        lpips = J.load_lpips(cfg.alexnet_weights, cfg.lpips_weights, keys, alexnet=alexnet)
+        lpips = nets.load_lpips(cfg.alexnet_weights, cfg.lpips_weights, keys, alexnet=alexnet)
         lpips.to(cfg.device)
         gts_t = torch.from_numpy(ground_truth).permute(0, 3, 1, 2).to(cfg.device)
         rates, matrices = [], []
@@ -341,7 +345,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
 
     # --- FID ------------------------------------------------------------------------------
     if cfg.judge_fid:
-        fid = fid_over_sample_sets(ground_truth, samples, J.JudgeFeatures(judge), cfg.batch_size)
+        fid = fid_over_sample_sets(ground_truth, samples, nets.JudgeFeatures(judge), cfg.batch_size)
         metrics["fid_judge_features"] = _record(
             fid["mean"], "FID (judge feat.)",
             f"judge-features FID, not comparable to Inception FID: Fréchet distance between the ground-truth set "
@@ -357,7 +361,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
             (64, "fid_inception_64_reference", "FID-64 (reference)",
              "the reference's 64-d variant (Inception first max-pool block; NOT comparable with standard FID)"),
         ):
-            ext = J.InceptionFeatures(inception, dims=dims, resize=299).to(cfg.device)
+            ext = nets.InceptionFeatures(inception, dims=dims, resize=299).to(cfg.device)
             fid = fid_over_sample_sets(ground_truth, samples, ext, cfg.batch_size)
             metrics[name] = _record(
                 fid["mean"], label, f"FID with {what}; torchvision Inception-v3 IMAGENET1K_V1 weights (not the TF "

@@ -1,11 +1,6 @@
-"""Judges (classifiers) and feature extractors, with weights from LOCAL files only.
+"""Judges: the classifiers that score reconstructions, with weights from local files only.
 
-Nothing here downloads: every pretrained network is a torchvision (or timm)
-model DEFINITION built with random weights, then filled from a file the user
-points at in the config. A missing file raises `MissingWeightsError` naming
-the config key and where the file comes from.
-
-What each network is and the preprocessing its weights expect
+What each judge is and the preprocessing its weights expect
 (verified against torchvision 0.29's `Weights.transforms()` and `meta`):
 
 * ViT-H/14, `ViT_H_14_Weights.IMAGENET1K_SWAG_E2E_V1` (the reference's judge):
@@ -20,128 +15,34 @@ What each network is and the preprocessing its weights expect
   (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225). ImageNet-1k acc@1
   88.552 per torchvision's metadata. We call that object, so the numbers
   match the reference's `weights.transforms()` exactly.
-* Inception-v3, `Inception_V3_Weights.IMAGENET1K_V1`: file
-  inception_v3_google-0cc3c7bd.pth (same site). These are Google's weights,
-  which expect pixels scaled to [-1, 1] (torchvision reaches that with
-  `transform_input=True` from ImageNet-normalised input; we feed [-1, 1]
-  directly, the same numbers). 2048-d = the global average pool; 64-d = the
-  first max-pool block averaged over space (the block torchmetrics'
-  `FrechetInceptionDistance(feature=64)`, which the reference used, reads).
-  NOTE: pytorch-fid / torch-fidelity use a TF port of Inception ("FID
-  Inception") with slightly different pooling; FID from torchvision's weights
-  is close to, not identical with, published FID values.
-* AlexNet, `AlexNet_Weights.IMAGENET1K_V1`: file alexnet-owt-7be5be79.pth.
-  Layers 2 and 5 = `features.4` and `features.11` (ReLU after conv2 / conv5),
-  as MindEye's evaluation; input resized to 256 px bilinear, ImageNet-normalised.
-* CLIP ViT-L/14 image encoder: timm's `vit_large_patch14_clip_quickgelu_224`
-  definition (OpenAI CLIP uses QuickGELU) filled from the OpenAI weights as
-  timm or open_clip distribute them (hf.co/timm/vit_large_patch14_clip_224.openai:
-  open_clip_pytorch_model.bin or model.safetensors). Output = the 768-d
-  projected image embedding. Input: 224 px bicubic, CLIP mean/std.
 * The embedded default's judge: a small CNN trained on the stimulus set by
   `mindvis train-judge` (see judge_training.py); its penultimate layer is the
   feature space of the demo's "judge-features FID".
+
+The feature extractors (Inception, AlexNet, CLIP, LPIPS) are in `feature_nets`; weight
+files are read through `weight_files`.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mindvis.utils.errors import InputDataError, MissingWeightsError
+from mindvis.evaluation.image_inputs import nhwc_to_tensor
+from mindvis.evaluation.weight_files import TORCHVISION_SOURCE, load_strict, load_weight_file, require_file
+from mindvis.utils.errors import InputDataError
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-TORCHVISION_SOURCE = "download it once on a machine with network access from {url} and copy it here."
 VIT_H14_URL = "https://download.pytorch.org/models/vit_h_14_swag-80465313.pth"
-INCEPTION_URL = "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth"
-ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
-CLIP_SOURCE = (
-    "get the OpenAI CLIP ViT-L/14 weights as timm/open_clip distribute them (Hugging Face repo "
-    "timm/vit_large_patch14_clip_224.openai: open_clip_pytorch_model.bin or model.safetensors)."
-)
 JUDGE_SOURCE = "train it with `mindvis train-judge --stimuli stimuli.npz --out judge.pt` (the `train_judge` rule)."
 
 SMALL_CNN_FORMAT = "mindvis-small-cnn-judge/1"
-
-
-# ----------------------------------------------------------------------------- weight files
-
-
-def require_file(path: str | Path | None, config_key: str, source: str) -> Path:
-    """The path as a Path when the file exists, else MissingWeightsError naming the key and the source."""
-    if path is None or str(path).strip() == "" or not Path(path).is_file():
-        raise MissingWeightsError(config_key, path if path not in (None, "") else "(not set)", source)
-    return Path(path)
-
-
-def load_weight_file(path: Path) -> dict[str, Any]:
-    """A state dict (or checkpoint dict) from .pth/.bin/.safetensors without running pickled code."""
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - any unreadable weight file is the user's to fix
-            raise InputDataError(path, f"cannot read safetensors file (truncated or corrupt?): {exc}") from None
-    from mindvis.checkpoints.safe_load import UnsafeCheckpointError, safe_load
-
-    try:
-        obj = safe_load(path)  # the project's one checkpoint gate: refuses (naming it) what would run code
-    except UnsafeCheckpointError:
-        raise
-    except InputDataError as exc:
-        raise InputDataError(path, f"cannot read weight file: {exc.problem}") from None
-    if not isinstance(obj, dict):
-        raise InputDataError(path, f"expected a state dict, found {type(obj).__name__}")
-    return obj
-
-
-def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3])  # line 0 is a generic header
-        raise InputDataError(path, f"not {what} weights: {detail[:400]}") from None
-
-
-def nhwc_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(n, H, W, 3) uint8 array -> (n, 3, H, W) uint8 tensor."""
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise InputDataError(None, f"images must be uint8 (n, H, W, 3), got {images.dtype} {images.shape}")
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-
-
-def _normalise(x: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / s
-
-
-def _resize_center_crop(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    """torchvision's `ImageClassification` geometry: shorter side -> size (antialiased), centre crop."""
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-    if (new_h, new_w) != (h, w):
-        x = F.interpolate(x, size=(new_h, new_w), mode=mode, align_corners=False, antialias=True)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return x[..., top : top + size, left : left + size]
-
-
-# ----------------------------------------------------------------------------- judges
 
 
 class Judge:
@@ -284,7 +185,7 @@ def load_small_cnn_judge(path: str | Path | None, config_key: str = "judge_weigh
         raise InputDataError(path, f"not a small-CNN judge file (format {found!r}, want {SMALL_CNN_FORMAT!r})")
     arch = ckpt["arch"]
     model = SmallCNN(int(arch["n_classes"]), int(arch["width"]))
-    _load_strict(model, ckpt["state_dict"], path, "small-CNN judge")
+    load_strict(model, ckpt["state_dict"], path, "small-CNN judge")
     return SmallCNNJudge(model, int(arch["image_size"]), list(ckpt["class_names"]), dict(ckpt.get("info", {})))
 
 
@@ -327,7 +228,7 @@ def load_vit_h14_judge(path: str | Path | None, config_key: str = "judge_weights
 
     path = require_file(path, config_key, TORCHVISION_SOURCE.format(url=VIT_H14_URL))
     model = vit_h_14(weights=None, image_size=518, num_classes=1000)
-    _load_strict(model, load_weight_file(path), path, "ViT-H/14 (IMAGENET1K_SWAG_E2E_V1)")
+    load_strict(model, load_weight_file(path), path, "ViT-H/14 (IMAGENET1K_SWAG_E2E_V1)")
     return ViTH14Judge(model)
 
 
@@ -340,197 +241,3 @@ def load_judge(kind: str, path: str | Path | None, config_key: str = "judge_weig
     if kind not in JUDGE_KINDS:
         raise ConfigError(f"judge must be one of {sorted(JUDGE_KINDS)}, got {kind!r}")
     return JUDGE_KINDS[kind](path, config_key)
-
-
-# ----------------------------------------------------------------------------- feature extractors
-# Each takes uint8 (n, 3, H, W) tensors, as torchmetrics' FID hands them over, and
-# has `num_features` (torchmetrics reads it instead of probing with a dummy image).
-
-
-class JudgeFeatures(nn.Module):
-    """A judge's penultimate features as a torchmetrics feature extractor (the demo's FID)."""
-
-    def __init__(self, judge: Judge):
-        super().__init__()
-        self.judge = judge  # a plain attribute: the judge's network is not this module's parameter
-        self.num_features = judge.feature_dim
-
-    @property
-    def device(self) -> torch.device:
-        return self.judge.device
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.judge.preprocess(x.to(self.judge.device))
-        return self.judge.features_and_logits(x)[0]
-
-
-class InceptionFeatures(nn.Module):
-    """Inception-v3 (torchvision, IMAGENET1K_V1) pool features: 2048-d (avgpool) or 64-d (first max-pool).
-
-    `resize`: 299 for FID (bilinear, antialiased, square), 342 for MindEye's 2-way identification.
-    """
-
-    def __init__(self, net: nn.Module, dims: int = 2048, resize: int = 299):
-        super().__init__()
-        if dims not in (64, 2048):
-            raise ValueError(f"Inception features are 64 or 2048 dims, got {dims}")
-        self.net = net.eval()
-        self.num_features = dims
-        self.resize = resize
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - 0.5) / 0.5  # the [-1, 1] range Google's Inception weights expect
-        n = self.net
-        x = n.maxpool1(n.Conv2d_2b_3x3(n.Conv2d_2a_3x3(n.Conv2d_1a_3x3(x))))
-        if self.num_features == 64:
-            return x.mean(dim=(2, 3))
-        x = n.maxpool2(n.Conv2d_4a_3x3(n.Conv2d_3b_1x1(x)))
-        for block in (n.Mixed_5b, n.Mixed_5c, n.Mixed_5d, n.Mixed_6a, n.Mixed_6b, n.Mixed_6c, n.Mixed_6d,
-                      n.Mixed_6e, n.Mixed_7a, n.Mixed_7b, n.Mixed_7c):
-            x = block(x)
-        return n.avgpool(x).flatten(1)
-
-
-def load_inception_net(path: str | Path | None, config_key: str) -> nn.Module:
-    """torchvision Inception-v3 with IMAGENET1K_V1 weights from a local file (transform_input off: we scale)."""
-    from torchvision.models import inception_v3
-
-    path = require_file(path, config_key, TORCHVISION_SOURCE.format(url=INCEPTION_URL))
-    net = inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=False)
-    _load_strict(net, load_weight_file(path), path, "torchvision Inception-v3 (IMAGENET1K_V1)")
-    return net.eval()
-
-
-def load_inception(path: str | Path | None, config_key: str, dims: int = 2048, resize: int = 299) -> InceptionFeatures:
-    return InceptionFeatures(load_inception_net(path, config_key), dims=dims, resize=resize)
-
-
-class AlexNetLayers(nn.Module):
-    """AlexNet `features.4` (layer 2) and `features.11` (layer 5) activations, flattened."""
-
-    LAYERS = {"alexnet_2": 4, "alexnet_5": 11}
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.features = net.features.eval()
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = _resize_center_crop(x, 256, "bilinear")
-        x = _normalise(x, IMAGENET_MEAN, IMAGENET_STD)
-        out, wanted = {}, {v: k for k, v in self.LAYERS.items()}
-        for idx, layer in enumerate(self.features):
-            x = layer(x)
-            if idx in wanted:
-                out[wanted[idx]] = x.flatten(1)
-        return out
-
-
-def load_alexnet(path: str | Path | None, config_key: str) -> nn.Module:
-    """torchvision AlexNet with IMAGENET1K_V1 weights from a local file."""
-    from torchvision.models import alexnet
-
-    path = require_file(path, config_key, TORCHVISION_SOURCE.format(url=ALEXNET_URL))
-    net = alexnet(weights=None)
-    _load_strict(net, load_weight_file(path), path, "torchvision AlexNet (IMAGENET1K_V1)")
-    return net.eval()
-
-
-class ClipImageEmbedding(nn.Module):
-    """CLIP image embedding (projected), from a timm ViT definition; 224 px bicubic, CLIP mean/std."""
-
-    def __init__(self, net: nn.Module, image_size: int = 224, mode: str = "bicubic"):
-        super().__init__()
-        self.net = net.eval()
-        self.image_size = image_size
-        self.mode = mode  # CLIP's own transform: bicubic; MindEye's NSD evaluation: bilinear
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = _resize_center_crop(x, self.image_size, self.mode)
-        return self.net(_normalise(x, CLIP_MEAN, CLIP_STD))
-
-
-def load_clip(
-    path: str | Path | None, config_key: str, arch: str = "vit_large_patch14_clip_quickgelu_224", embed_dim: int = 768
-) -> ClipImageEmbedding:
-    """CLIP image tower: timm definition `arch` (head = CLIP's projection, `embed_dim` outputs)."""
-    import timm
-    from timm.models.vision_transformer import checkpoint_filter_fn
-
-    path = require_file(path, config_key, CLIP_SOURCE)
-    net = timm.create_model(arch, pretrained=False, num_classes=embed_dim)
-    state = checkpoint_filter_fn(load_weight_file(path), net)  # converts OpenAI/open_clip key names
-    _load_strict(net, state, path, f"CLIP ({arch})")
-    size = int(net.patch_embed.img_size[0])
-    return ClipImageEmbedding(net, image_size=size)
-
-
-# ----------------------------------------------------------------------------- LPIPS
-
-
-class LpipsAlex(nn.Module):
-    """LPIPS (AlexNet) distance, torchmetrics' implementation, built without any download.
-
-    torchmetrics' public `LearnedPerceptualImagePatchSimilarity` fetches the AlexNet
-    backbone from the internet; here its `_NoTrainLpips` is built with a random
-    backbone (`pnet_rand=True`), the backbone is filled from the local AlexNet file,
-    and the linear layers come from `lpips_path` or, when None, from the `alex.pth`
-    that ships inside the torchmetrics package (the LPIPS v0.1 weights).
-    """
-
-    def __init__(self, alexnet: nn.Module, lpips_path: Path | None):
-        super().__init__()
-        try:
-            from torchmetrics.functional.image.lpips import _NoTrainLpips
-        except ImportError as exc:  # the private class moved: say so instead of a deep traceback
-            raise InputDataError(None, f"this torchmetrics version has no _NoTrainLpips ({exc}); LPIPS unavailable")
-        # `pretrained` here means "load LPIPS's linear layers" (from lpips_path or the file
-        # inside torchmetrics: local either way); pnet_rand=True keeps the backbone from
-        # being downloaded: it is filled from the local AlexNet file below.
-        load_linear_layers = True
-        self.net = _NoTrainLpips(
-            net="alex",
-            pretrained=load_linear_layers,
-            pnet_rand=True,
-            model_path=None if lpips_path is None else str(lpips_path),
-        )
-        # torchmetrics splits AlexNet's `features` into slice1..5 keeping the original indices.
-        backbone = {}
-        for name, tensor in alexnet.features.state_dict().items():
-            idx = int(name.split(".")[0])
-            slice_no = 1 + sum(idx >= b for b in (2, 5, 8, 10))
-            backbone[f"slice{slice_no}.{name}"] = tensor
-        self.net.net.load_state_dict(backbone, strict=True)
-        self.net.eval()
-
-    MIN_SIDE = 64  # AlexNet's smallest usable input (torchvision meta: min_size 63)
-
-    @torch.no_grad()
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Distances (n,) between uint8 (n, 3, H, W) image batches a and b (native resolution;
-        images smaller than 64 px are upsampled bilinearly to 64 px first)."""
-        a, b = a.float() / 255.0, b.float() / 255.0
-        if min(a.shape[-2:]) < self.MIN_SIDE:
-            scale = self.MIN_SIDE / min(a.shape[-2:])
-            size = (round(a.shape[-2] * scale), round(a.shape[-1] * scale))
-            a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
-            b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
-        return self.net(a, b, normalize=True).flatten()
-
-
-def load_lpips(
-    alexnet_path: str | Path | None, lpips_path: str | Path | None, keys: tuple[str, str], alexnet: nn.Module = None
-) -> LpipsAlex:
-    """LPIPS from local files; `alexnet` (already loaded) saves reading the AlexNet file again."""
-    net = alexnet if alexnet is not None else load_alexnet(alexnet_path, keys[0])
-    lin = None
-    if lpips_path not in (None, ""):
-        lin = require_file(lpips_path, keys[1], "the LPIPS v0.1 `alex.pth` linear weights (as in the lpips package).")
-    return LpipsAlex(net, lin)

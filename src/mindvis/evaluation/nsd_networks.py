@@ -23,16 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mindvis.evaluation.judges import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TORCHVISION_SOURCE,
-    _load_strict,
-    _normalise,
-    _resize_center_crop,
-    load_weight_file,
-    require_file,
-)
+from mindvis.evaluation.image_inputs import IMAGENET_MEAN, IMAGENET_STD, normalise, resize_center_crop
+from mindvis.evaluation.weight_files import TORCHVISION_SOURCE, load_strict, load_weight_file, require_file
 from mindvis.utils.errors import InputDataError
 
 SIZES = {"alexnet": 256, "inception": 342, "clip": 224, "effnet": 255, "swav": 224}
@@ -43,7 +35,7 @@ SWAV_SOURCE = ("download it once from https://dl.fbaipublicfiles.com/deepcluster
 
 def _imagenet_input(x: torch.Tensor, size: int) -> torch.Tensor:
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    return _normalise(_resize_center_crop(x, size, "bilinear"), IMAGENET_MEAN, IMAGENET_STD)
+    return normalise(resize_center_crop(x, size, "bilinear"), IMAGENET_MEAN, IMAGENET_STD)
 
 
 class EffNetFeatures(nn.Module):
@@ -80,7 +72,7 @@ def load_effnet(path: str | Path | None, config_key: str) -> EffNetFeatures:
 
     path = require_file(path, config_key, TORCHVISION_SOURCE.format(url=EFFNET_URL))
     net = efficientnet_b1(weights=None)
-    _load_strict(net, load_weight_file(path), path, "torchvision EfficientNet-B1")
+    load_strict(net, load_weight_file(path), path, "torchvision EfficientNet-B1")
     return EffNetFeatures(net)
 
 
@@ -102,7 +94,7 @@ def load_swav(path: str | Path | None, config_key: str) -> ResNetPoolFeatures:
                                    f"(first: {missing[0]})")
     kept = {k: v for k, v in state.items() if k in backbone}
     kept.update({k: v for k, v in net.state_dict().items() if k.startswith("fc.")})
-    _load_strict(net, kept, path, "SwAV ResNet-50")
+    load_strict(net, kept, path, "SwAV ResNet-50")
     return ResNetPoolFeatures(net)
 
 
@@ -112,7 +104,7 @@ def nsd_extractors(cfg, alexnet, inception, batched_features):
     Each extractor maps uint8 (n, H, W, 3) images to {feature name: (n, D) array}; the feature
     name becomes the metric `nsd_two_way_<name>` or `nsd_distance_<name>`.
     """
-    from mindvis.evaluation import judges as J
+    from mindvis.evaluation import feature_nets as nets
 
     def run(module, name=None):
         module = module.to(cfg.device)
@@ -122,16 +114,16 @@ def nsd_extractors(cfg, alexnet, inception, batched_features):
 
     two_way, distances, missing = {}, {}, {}
     if alexnet is not None:
-        two_way["alexnet"] = run(J.AlexNetLayers(alexnet))
+        two_way["alexnet"] = run(nets.AlexNetLayers(alexnet))
     else:
         missing["nsd_two_way_alexnet_2"] = missing["nsd_two_way_alexnet_5"] = (
             "needs AlexNet weights (evaluate.alexnet_weights): not configured")
     if inception is not None:
-        two_way["inception"] = run(J.InceptionFeatures(inception, dims=2048, resize=SIZES["inception"]), "inception")
+        two_way["inception"] = run(nets.InceptionFeatures(inception, dims=2048, resize=SIZES["inception"]), "inception")
     else:
         missing["nsd_two_way_inception"] = "needs Inception-v3 weights (evaluate.inception_weights): not configured"
     if cfg.clip_weights:
-        clip = J.load_clip(cfg.clip_weights, "evaluate.clip_weights", arch=cfg.clip_arch)
+        clip = nets.load_clip(cfg.clip_weights, "evaluate.clip_weights", arch=cfg.clip_arch)
         clip.mode = "bilinear"  # MindEye's Resize(224, bilinear), not CLIP's own bicubic
         two_way["clip"] = run(clip, "clip")
     else:
