@@ -4,7 +4,7 @@ Both runs use the same architecture and tokens (those of the A1 checkpoint),
 the same subject rows, config, seed and step budget; "scratch" only replaces
 the pre-trained weights by a fresh initialisation. Printed: the held-out
 masked-voxel quality before and after A2 for both, and the per-voxel-mean
-baseline (definitions in mindvis.training.mbm_trainer: masked_corr is the
+baseline (definitions in mindvis.training.mbm_quality: masked_corr is the
 pooled r beyond the per-voxel training mean, masked_r2 the share of the
 baseline's squared error removed; a voxel counts only when all its
 wrap-padding copies were masked, so copying a visible copy earns nothing).

@@ -119,8 +119,11 @@ def trainer_paths(size: str, device: torch.device, steps: int = 3) -> dict:
     import numpy as np
 
     from mindvis.models.ldm.presets import ScheduleSpec  # noqa: F401  (import check of the LDM stack)
-    from mindvis.training.ldm_trainer import FinetuneLdmConfig, LoopHooks, StepDraws, run_loop, step_diffusion_loss
-    from mindvis.training.mbm_trainer import LoopConfig, train_mbm
+    from mindvis.training.draws import StepDraws
+    from mindvis.training.engine import LoopHooks, run_loop
+    from mindvis.training.ldm_common import step_diffusion_loss
+    from mindvis.training.mbm import LoopConfig, train_mbm
+    from mindvis.training.stage_b import FinetuneLdmConfig
 
     out: dict = {}
     precision = "auto" if device.type == "cuda" else "bf16"  # CPU smoke: the bf16 autocast branch
@@ -150,7 +153,7 @@ def trainer_paths(size: str, device: torch.device, steps: int = 3) -> dict:
                                   checkpoint_every_steps=0, max_steps=steps)
         t0 = time.perf_counter()
         result = run_loop(model, n, cfg_b, Path(tmp) / "stage_b.pt", {"check": "gpu"}, LoopHooks(step_loss),
-                          export=lambda history: None)
+                          export=lambda done: None)
         out["stage_b_run_loop"] = {"steps": result["steps"], "precision": result["precision"],
                                    "final_loss": result["final_loss"], "seconds": time.perf_counter() - t0}
         del model

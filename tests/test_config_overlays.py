@@ -15,7 +15,7 @@ from mindvis.config import load_section
 from mindvis.evaluation import EvaluateConfig
 from mindvis.generation import GenerateConfig
 from mindvis.training.stage_a2 import FinetuneConfig
-from mindvis.training.ldm_trainer import FinetuneLdmConfig
+from mindvis.training.stage_b import FinetuneLdmConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

@@ -38,7 +38,9 @@ from mindvis.simulate.hcp import HcpSimConfig
 from mindvis.simulate.stimuli import StimuliConfig
 from mindvis.training.stage_a2 import FinetuneConfig
 from mindvis.training.stage_a1 import MbmTrainConfig
-from mindvis.training.ldm_trainer import AutoencoderConfig, FinetuneLdmConfig, Label2ImgConfig
+from mindvis.training.autoencoder import AutoencoderConfig
+from mindvis.training.label2img import Label2ImgConfig
+from mindvis.training.stage_b import FinetuneLdmConfig
 
 CONFIG = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
 SCHEMA = yaml.safe_load((REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())

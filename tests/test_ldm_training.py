@@ -36,14 +36,10 @@ from mindvis.models.ldm.presets import LdmModelConfig, resolve_ldm_spec
 from mindvis.models.ldm.sampling import SamplerConfig
 from mindvis.models.sc_mbm import ScMbm
 from mindvis.training.checkpointing import resume_path_for
-from mindvis.training.ldm_trainer import (
-    AutoencoderConfig,
-    FinetuneLdmConfig,
-    Label2ImgConfig,
-    augment,
-    finetune_ldm,
-    train_autoencoder,
-)
+from mindvis.training.autoencoder import AutoencoderConfig, train_autoencoder
+from mindvis.training.label2img import Label2ImgConfig
+from mindvis.training.ldm_common import augment
+from mindvis.training.stage_b import FinetuneLdmConfig, build_stage_b, finetune_ldm, heldout_loss
 from mindvis.utils.errors import ConfigError, InputDataError
 
 MICRO_MODEL = dict(image_size=16, vq_ch=8, vq_ch_mult=[1, 2, 2], vq_num_res_blocks=1, vq_n_embed=16,
@@ -239,7 +235,7 @@ def test_autoencoder_resume_matches_uninterrupted(files, tmp_path):
 CHILD = r"""
 import sys, time, pathlib, torch
 torch.set_num_threads(1)
-import mindvis.training.ldm_trainer as trainer
+import mindvis.training.engine as trainer
 marker = pathlib.Path(sys.argv[1])
 real_save = trainer.save_resume_state
 def save(path, state):
@@ -276,7 +272,6 @@ def test_sigkill_mid_run_then_rerun_matches(files, finetuned, tmp_path):
 
 def test_heldout_loss_is_deterministic_and_uses_the_fmri(files):
     from mindvis.data.pairs import load_pairs
-    from mindvis.training.ldm_trainer import build_stage_b, heldout_loss
 
     model = build_stage_b(files / "label2img.pt", files / "fmri_encoder.pth", _finetune_cfg()).model
     pairs = load_pairs(files / "sbj_1.npz", files / "images_256.npz", "god", "train", 96, 16)
@@ -295,7 +290,6 @@ def test_label2img_config_defaults_are_the_demo():
 
 def test_conditioner_init_prior_seeds_the_context_from_the_no_class_embedding(files):
     from mindvis.checkpoints.compvis_ldm import read_compvis_ldm
-    from mindvis.training.ldm_trainer import build_stage_b
 
     null_row = read_compvis_ldm(files / "label2img.pt").class_embedding[-1]
     seeded = build_stage_b(files / "label2img.pt", files / "fmri_encoder.pth",

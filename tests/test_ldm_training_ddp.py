@@ -24,15 +24,9 @@ from mindvis.checkpoints.safe_load import safe_load
 from mindvis.models.ldm.dc_ldm import build_label_ldm
 from mindvis.models.sc_mbm import ScMbm
 from mindvis.training import distributed as ddp
-from mindvis.training.ldm_trainer import (
-    FinetuneLdmConfig,
-    StepDraws,
-    augment,
-    build_stage_b,
-    finetune_ldm,
-    shard,
-    step_diffusion_loss,
-)
+from mindvis.training.draws import StepDraws
+from mindvis.training.ldm_common import augment, step_diffusion_loss
+from mindvis.training.stage_b import FinetuneLdmConfig, build_stage_b, finetune_ldm
 
 B = 2  # per process; 10 training pairs (2 of 12 held out) -> 2 global batches of 4 per epoch
 
@@ -73,17 +67,18 @@ def _worker(rank: int, world: int, port: int, files: str, root: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    import mindvis.training.ldm_trainer as trainer
+    import mindvis.training.engine as engine
+    import mindvis.training.stage_b as stage_b
 
     writes: list[str] = []  # every file this process asks to write
-    for name in ("save_resume_state", "save_finetuned"):
-        real = getattr(trainer, name)
+    for module, name in ((engine, "save_resume_state"), (stage_b, "save_finetuned")):
+        real = getattr(module, name)
 
         def record(path, *args, _real=real, **kwargs):
             writes.append(Path(path).name)
             return _real(path, *args, **kwargs)
 
-        setattr(trainer, name, record)
+        setattr(module, name, record)
     files_p, root_p = Path(files), Path(root)
     try:
         full = _finetune(files_p, root_p / "full" / "finetuned.pt", B)
@@ -137,10 +132,10 @@ def test_global_draws_are_split_not_redrawn():
 
 def test_evaluation_shards_cover_the_items_in_order():
     for n in (0, 1, 3, 8):
-        parts = [shard(n, ddp.DistEnv(rank=r, world_size=2)) for r in range(2)]
+        parts = [ddp.shard(n, ddp.DistEnv(rank=r, world_size=2)) for r in range(2)]
         assert np.concatenate(parts).tolist() == list(range(n))  # gathered in rank order = item order
         assert abs(len(parts[0]) - len(parts[1])) <= 1
-    assert shard(5, ddp.DistEnv()).tolist() == [0, 1, 2, 3, 4]
+    assert ddp.shard(5, ddp.DistEnv()).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_loss_of_the_global_batch_is_the_mean_of_the_halves(files):

@@ -15,9 +15,10 @@ import torch
 
 from mindvis.checkpoints import safe_load
 from mindvis.models import PRESETS, ScMbm
-from mindvis.training import LoopConfig, train_mbm
 from mindvis.training.checkpointing import resume_path_for
-from mindvis.training.ldm_trainer import LdmLoopConfig, LoopHooks, run_loop
+from mindvis.training.engine import LoopHooks, run_loop
+from mindvis.training.ldm_common import LdmLoopConfig
+from mindvis.training.mbm import LoopConfig, train_mbm
 from mindvis.utils.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -73,8 +74,8 @@ def test_stage_b_loop_stops_at_max_steps_and_exports(tmp_path):
         epochs_closed.append(epoch)
         return {}
 
-    def export(history):
-        exported.append(history)
+    def export(done):
+        exported.append(done.history)
         out.write_text("done")
 
     cfg = LdmLoopConfig(epochs=3, batch_size=4, lr=1e-2, checkpoint_every_steps=0, device="cpu", threads=1,

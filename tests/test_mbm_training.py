@@ -11,7 +11,8 @@ import torch
 from mindvis.checkpoints import load_mbm_checkpoint, safe_load
 from mindvis.models import PRESETS, ScMbm
 from mindvis.data.conventions import split_holdout
-from mindvis.training import LoopConfig, WarmupCosine, prepare_rows, train_mbm
+from mindvis.training.mbm import LoopConfig, prepare_rows, train_mbm
+from mindvis.training.schedule import WarmupCosine
 from mindvis.training.checkpointing import resume_path_for
 from mindvis.training.stage_a1 import MbmTrainConfig, pretrain_from_matrix
 from mindvis.training.optim import decay_groups

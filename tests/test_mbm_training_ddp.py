@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from mindvis.models import PRESETS, ScMbm
-from mindvis.training import LoopConfig, prepare_rows, train_mbm
+from mindvis.training.mbm import LoopConfig, prepare_rows, train_mbm
 from mindvis.training import distributed as ddp
 
 B = 8

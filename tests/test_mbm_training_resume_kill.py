@@ -27,7 +27,7 @@ CONFIG = json.dumps({"epochs": 4, "batch_size": 8, "checkpoint_every_steps": 3, 
 CHILD = r"""
 import sys, time, pathlib, torch
 torch.set_num_threads(1)
-import mindvis.training.mbm_trainer as trainer
+import mindvis.training.engine as trainer
 marker, mode = pathlib.Path(sys.argv[1]), sys.argv[2]
 real_save, calls = trainer.save_resume_state, []
 def save(path, state):

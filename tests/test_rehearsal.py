@@ -54,7 +54,9 @@ def test_rehearsal_overlay_has_the_paper_sizes():
     from mindvis.simulate.god import GodSimConfig
     from mindvis.simulate.hcp import HcpSimConfig
     from mindvis.training.stage_a2 import FinetuneConfig
-    from mindvis.training.ldm_trainer import AutoencoderConfig, FinetuneLdmConfig, Label2ImgConfig
+    from mindvis.training.autoencoder import AutoencoderConfig
+    from mindvis.training.label2img import Label2ImgConfig
+    from mindvis.training.stage_b import FinetuneLdmConfig
 
     c = merged(ROOT / "config" / "rehearsal.yaml")
     # every section a rule hands to its command loads into the command's dataclass

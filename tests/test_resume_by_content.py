@@ -33,7 +33,7 @@ from mindvis.models.sc_mbm import ScMbm
 from mindvis.training.checkpointing import resume_path_for
 from mindvis.training.stage_a2 import FinetuneConfig, SubjectRows, finetune_from_rows
 from mindvis.training.input_identity import hash_cache_path_for, input_identity
-from mindvis.training.ldm_trainer import FinetuneLdmConfig, finetune_ldm
+from mindvis.training.stage_b import FinetuneLdmConfig, finetune_ldm
 
 MICRO_MODEL = dict(image_size=16, vq_ch=8, vq_ch_mult=[1, 2, 2], vq_num_res_blocks=1, vq_n_embed=16,
                    norm_num_groups=4, unet_model_channels=8, unet_channel_mult=[1, 2], unet_num_res_blocks=1,

@@ -21,7 +21,7 @@ from mindvis.data.hcp import block_average
 from mindvis.preprocess.hcp import zscore_columns
 from mindvis.simulate.hcp import VISUAL_AREAS, HcpSimConfig, prepare_subject
 from mindvis.training.stage_a1 import MbmTrainConfig, pretrain_from_matrix
-from mindvis.training.mbm_trainer import HiddenVoxelScore, wrap_sources
+from mindvis.training.mbm_quality import HiddenVoxelScore, wrap_sources
 
 FRAMES = 600  # per run; two runs
 AREAS = ("V3", "V4")  # 1345 voxels = 85 tokens: the whole HCP path, a third of the tokens

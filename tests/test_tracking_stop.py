@@ -74,7 +74,7 @@ def test_a_training_loops_own_handler_wins_inside_and_ours_comes_back(tmp_path):
     flagged = []
     with pytest.raises(JobKilled):
         with JobTracker("train", uri=uri):
-            previous = signal.signal(signal.SIGTERM, lambda s, f: flagged.append(s))  # as ldm_trainer._StopFlag
+            previous = signal.signal(signal.SIGTERM, lambda s, f: flagged.append(s))  # as training.engine.StopFlag
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.01)
             assert flagged == [signal.SIGTERM]

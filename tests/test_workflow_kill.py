@@ -66,7 +66,7 @@ OVERRIDE = "killable.yaml"
 # Values that measure the wall clock, not the model: left out of the comparison.
 WALL_CLOCK_KEYS = {"samples_per_s", "train_seconds", "seconds"}
 
-RESUMED = re.compile(r"resumed from \S+ at step (\d+)/(\d+)")  # ldm_trainer.run_loop and mbm_trainer.train_mbm
+RESUMED = re.compile(r"resumed from \S+ at step (\d+)/(\d+)")  # training.engine.run_loop
 STOPPED = re.compile(r"training stopped at step (\d+); state saved to")  # TrainingInterrupted, logged by the CLI
 JUDGE_DONE = re.compile(r"judge: \d+ epochs on \d+ images")  # judge_training.train_judge's last line
 

@@ -1,31 +1,13 @@
 """Training of every stage: SC-MBM (MinD-Vis stage A) and the latent diffusion model (stage B).
 
-Stage A: mbm_trainer (the loop), schedule, optim; stage_a1 (pre-training) and stage_a2
-(fine-tuning), run by the thin commands cli_pretrain (`pretrain-mbm`) and cli_finetune (`finetune-mbm`).
-Stage B: ldm_trainer (the demo prior's VQ autoencoder and label2img UNet, and
-DC-LDM fine-tuning); commands cli_autoencoder, cli_label2img and
-cli_finetune_ldm (`finetune-ldm`).
-Shared: checkpointing (resume files), distributed (DDP), input_identity
-(resume fingerprints), job (the shell of every training command).
-The names exported here are stage A's; stage B's live in ldm_trainer.
+The one loop: engine (device and precision, DDP, resuming, SIGTERM, checkpoints, metrics),
+with draws (the seeded random draws of a step), distributed (DDP plumbing and collectives),
+checkpointing (resume files), input_identity (resume fingerprints by content) and job (the
+shell of every training command). Each stage is a small module giving the engine its
+config, its batch -> loss and its hooks:
+  stage A   mbm (SC-MBM's keys, rows and loss; metrics in mbm_quality; optim, schedule),
+            stage_a1 (pre-training) and stage_a2 (fine-tuning);
+  stage B   ldm_common (what the three share), autoencoder and label2img (the demo's
+            image prior), stage_b (DC-LDM fine-tuning).
+Commands: cli_pretrain, cli_finetune, cli_autoencoder, cli_label2img, cli_finetune_ldm.
 """
-
-from mindvis.training.mbm_trainer import (
-    LoopConfig,
-    TrainingInterrupted,
-    masked_reconstruction_quality,
-    prepare_rows,
-    train_mbm,
-    voxel_mean_baseline,
-)
-from mindvis.training.schedule import WarmupCosine
-
-__all__ = [
-    "LoopConfig",
-    "TrainingInterrupted",
-    "WarmupCosine",
-    "masked_reconstruction_quality",
-    "prepare_rows",
-    "train_mbm",
-    "voxel_mean_baseline",
-]

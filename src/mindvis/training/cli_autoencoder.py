@@ -18,29 +18,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mindvis.data.images import read_images
+from mindvis.training.autoencoder import AutoencoderConfig, train_autoencoder
+from mindvis.training.job import add_out_argument, run_command
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--images", type=Path, required=True,
                         help="images_256.npz (train_images used for training, test_images only for a report metric)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output checkpoint, e.g. <dir>/autoencoder.pt (resume state: <out>.resume.pt)")
+    add_out_argument(parser, "autoencoder.pt")
 
 
 def run(args) -> int:
-    from mindvis.config import load_section
-    from mindvis.training.job import run_training_job
-    from mindvis.data.images import read_images
-    from mindvis.training.ldm_trainer import AutoencoderConfig, train_autoencoder
-
-    cfg = load_section(AutoencoderConfig, args.config, args.overrides)
-    train = read_images(args.images, "train_images")
-    test = read_images(args.images, "test_images")
-
-    def job(env, tracker):
-        return train_autoencoder(train, cfg, args.out, tracker=tracker, eval_images=test,
+    def train(cfg, env, tracker):
+        return train_autoencoder(read_images(args.images, "train_images"), cfg, args.out, tracker=tracker,
+                                 eval_images=read_images(args.images, "test_images"),
                                  info={"images": str(args.images)}, env=env)
 
-    return run_training_job(
-        args, cfg, job, out=args.out, artifact="autoencoder", dataset="stimuli",
+    return run_command(
+        args, AutoencoderConfig, train, out=args.out, artifact="autoencoder", dataset="stimuli",
         describe=lambda s: f"autoencoder: {s['n_images']} images, PSNR {s['train_psnr'] or float('nan'):.2f} dB "
                            f"(train), {s['codes_used'] or 0:.0f} codes used, {s['seconds']:.0f} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mindvis.training import stage_a2
+from mindvis.training.job import add_out_argument, run_command
 from mindvis.training.stage_a2 import DATASETS, FinetuneConfig, finetune_mbm
 
 __doc__ = stage_a2.__doc__  # the command's long help is the stage's own description
@@ -15,18 +16,12 @@ def add_arguments(parser) -> None:
                         help="stage A1 checkpoint (fmri_encoder.pth: ours or MinD-Vis's released one)")
     parser.add_argument("--npz", type=Path, required=True, help="one subject: GOD sbj_N.npz or BOLD5000 CSI{n}.npz")
     parser.add_argument("--dataset", choices=DATASETS, required=True, help="which reader --npz needs")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output checkpoint, e.g. <dir>/fmri_encoder.pth (resume state: <out>.resume.pt)")
+    add_out_argument(parser, "fmri_encoder.pth")
 
 
 def run(args) -> int:
-    from mindvis.config import load_section
-    from mindvis.training.job import run_training_job
-
-    cfg = load_section(FinetuneConfig, args.config, args.overrides)
-
-    def job(env, tracker):
+    def train(cfg, env, tracker):
         return finetune_mbm(args.pretrained, args.npz, args.dataset, args.out, cfg, tracker=tracker, env=env)
 
-    return run_training_job(args, cfg, job, out=args.out, artifact="fmri_encoder", dataset=args.dataset,
-                            subject=args.npz.stem.removeprefix("sbj_"))
+    return run_command(args, FinetuneConfig, train, out=args.out, artifact="fmri_encoder", dataset=args.dataset,
+                       subject=args.npz.stem.removeprefix("sbj_"))

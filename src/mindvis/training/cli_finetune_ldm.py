@@ -32,34 +32,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mindvis.training.job import add_out_argument, run_command
+from mindvis.training.stage_b import FinetuneLdmConfig, finetune_ldm
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--npz", type=Path, required=True, help="one subject: GOD sbj_N.npz or BOLD5000 CSI{n}.npz")
     parser.add_argument("--images", type=Path, default=None,
                         help="GOD images_256.npz (BOLD5000 keeps its images in the subject npz)")
-    parser.add_argument("--dataset", choices=("god", "bold5000"), default="god", help="which reader --npz needs")
+    from mindvis.data.pairs import DATASETS
+
+    parser.add_argument("--dataset", choices=DATASETS, default="god", help="which reader --npz needs")
     parser.add_argument("--encoder", type=Path, required=True, help="stage A2 checkpoint (fmri_encoder.pth)")
     parser.add_argument("--prior", type=Path, required=True,
                         help="the image prior: CompVis label2img/model.ckpt or the demo's label2img.pt")
     parser.add_argument("--autoencoder", type=Path, default=None,
                         help="VQ checkpoint replacing the prior's first stage (optional; same sizes required)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output checkpoint, e.g. <dir>/finetuned.pt (resume state: <out>.resume.pt)")
+    add_out_argument(parser, "finetuned.pt")
 
 
 def run(args) -> int:
-    from mindvis.config import load_section
-    from mindvis.training.job import run_training_job
-    from mindvis.training.ldm_trainer import FinetuneLdmConfig, finetune_ldm
-
-    cfg = load_section(FinetuneLdmConfig, args.config, args.overrides)
-
-    def job(env, tracker):
+    def train(cfg, env, tracker):
         return finetune_ldm(args.npz, args.images, args.encoder, args.prior, args.out, cfg, dataset=args.dataset,
                             autoencoder=args.autoencoder, tracker=tracker, env=env)
 
-    return run_training_job(
-        args, cfg, job, out=args.out, artifact="finetuned", dataset=args.dataset,
+    return run_command(
+        args, FinetuneLdmConfig, train, out=args.out, artifact="finetuned", dataset=args.dataset,
         subject=args.npz.stem.removeprefix("sbj_").removeprefix("CSI"),
         describe=lambda s: f"stage B: {s['n_train_pairs']} training pairs, selected epoch {s['selected_epoch']} "
                            f"(score {s['selection_score']}, {s['protocol']} protocol), {s['seconds']:.0f} s")

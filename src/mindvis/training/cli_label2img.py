@@ -23,31 +23,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mindvis.data.images import read_images, read_labels
+from mindvis.training.job import add_out_argument, run_command
+from mindvis.training.label2img import Label2ImgConfig, train_label2img
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--images", type=Path, required=True, help="images_256.npz (train_images are used)")
     parser.add_argument("--labels", type=Path, required=True,
                         help="stimuli.npz (train_labels) or imagenet_training_label.csv, in train_images order")
     parser.add_argument("--autoencoder", type=Path, required=True, help="autoencoder.pt from train-autoencoder")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output checkpoint, e.g. <dir>/label2img.pt (resume state: <out>.resume.pt)")
+    add_out_argument(parser, "label2img.pt")
 
 
 def run(args) -> int:
-    from mindvis.config import load_section
-    from mindvis.training.job import run_training_job
-    from mindvis.data.images import read_images, read_labels
-    from mindvis.training.ldm_trainer import Label2ImgConfig, train_label2img
-
-    cfg = load_section(Label2ImgConfig, args.config, args.overrides)
-    images = read_images(args.images, "train_images")
-    labels, names = read_labels(args.labels, images.shape[0], "train")
-
-    def job(env, tracker):
+    def train(cfg, env, tracker):
+        images = read_images(args.images, "train_images")
+        labels, names = read_labels(args.labels, images.shape[0], "train")
         return train_label2img(images, labels, args.autoencoder, cfg, args.out, tracker=tracker, class_names=names,
                                info={"images": str(args.images), "labels": str(args.labels)}, env=env)
 
-    return run_training_job(
-        args, cfg, job, out=args.out, artifact="label2img", dataset="stimuli",
+    return run_command(
+        args, Label2ImgConfig, train, out=args.out, artifact="label2img", dataset="stimuli",
         describe=lambda s: f"label2img: {s['n_images']} images, {s['n_classes']} classes, "
                            f"final loss {s['final_loss']:.4f}, {s['seconds']:.0f} s")

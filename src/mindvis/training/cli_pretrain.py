@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mindvis.training import stage_a1
+from mindvis.training.job import add_out_argument, run_command
 from mindvis.training.stage_a1 import MbmTrainConfig, pretrain_mbm
 
 __doc__ = stage_a1.__doc__  # the command's long help is the stage's own description
@@ -16,15 +17,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--god", nargs="*", type=Path, default=[], metavar="NPZ",
                         help="GOD sbj_N.npz files whose training fMRI join the pre-training data "
                              "(used when config include_god is true)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output checkpoint, e.g. <dir>/fmri_encoder.pth (resume state: <out>.resume.pt)")
+    add_out_argument(parser, "fmri_encoder.pth")
 
 
 def run(args) -> int:
-    from mindvis.config import load_section
-    from mindvis.training.job import run_training_job
+    def train(cfg, env, tracker):
+        return pretrain_mbm(args.hcp, args.god, args.out, cfg, tracker=tracker, env=env)
 
-    cfg = load_section(MbmTrainConfig, args.config, args.overrides)
-    return run_training_job(
-        args, cfg, lambda env, tracker: pretrain_mbm(args.hcp, args.god, args.out, cfg, tracker=tracker, env=env),
-        out=args.out, artifact="fmri_encoder", dataset="hcp")
+    return run_command(args, MbmTrainConfig, train, out=args.out, artifact="fmri_encoder", dataset="hcp")

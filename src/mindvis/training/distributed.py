@@ -7,16 +7,22 @@ r takes rows [r*b, (r+1)*b) of each. With DDP averaging gradients, 2
 processes with batch b therefore take exactly the steps of 1 process with
 batch 2b (up to float rounding), and so does the masking, whose noise is also
 drawn per global batch.
+
+The collectives the stages need (broadcast_object, gather_objects, gather_rows,
+shard) are no-ops in one process, so a stage has one code path.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from mindvis.utils.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,17 @@ def init_distributed(device_type: str = "cpu") -> DistEnv:
             torch.cuda.set_device(env.local_rank)
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return env
+
+
+def join_processes(device_name: str, env: DistEnv | None = None) -> tuple[DistEnv, torch.device]:
+    """This process's place in the job and its device.
+
+    With no `env`, joins the process group when launched with WORLD_SIZE > 1 (torchrun,
+    or spawned test processes) and runs as the only process otherwise.
+    """
+    if env is None:
+        env = init_distributed(resolve_device(device_name, env_from_environment().local_rank).type)
+    return env, resolve_device(device_name, env.local_rank)
 
 
 def shutdown() -> None:
@@ -100,3 +117,35 @@ def any_rank(flag: bool, env: DistEnv, device: torch.device) -> bool:
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()
+
+
+def broadcast_object(obj: Any, env: DistEnv) -> Any:
+    """Rank 0's `obj` in every process: figures and decisions that must not differ between processes."""
+    if not env.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
+    """Every process's `obj`, in rank order, in every process."""
+    if not env.distributed:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_rows(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """The processes' equally shaped tensors joined along dim 0 in rank order: the global batch's rows."""
+    if not env.distributed:
+        return t
+    parts = [torch.empty_like(t) for _ in range(env.world_size)]
+    dist.all_gather(parts, t.detach().contiguous())
+    return torch.cat(parts)
+
+
+def shard(n: int, env: DistEnv) -> np.ndarray:
+    """This process's contiguous share of n items (rank order = item order, for gathering)."""
+    return np.array_split(np.arange(n), env.world_size)[env.rank]

@@ -11,6 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mindvis.config import load_section
+from mindvis.tracking import tracker_for
+from mindvis.training import distributed as ddp
+from mindvis.training.engine import TrainingInterrupted
+
 log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM: schedulers and Snakemake read it as "killed", the resume file is kept
@@ -20,12 +25,7 @@ def run_training_job(args, cfg, train: Callable[[Any, Any], dict[str, Any]], *, 
                      dataset: str, subject: str | None = None,
                      describe: Callable[[dict[str, Any]], str] | None = None) -> int:
     """Run `train(env, tracker) -> summary` as one tracked job; return the process exit code."""
-    from mindvis.tracking import tracker_for
-    from mindvis.training import distributed as ddp
-    from mindvis.training.ldm_trainer import join_processes
-    from mindvis.training.mbm_trainer import TrainingInterrupted
-
-    env, _ = join_processes(cfg.device)  # joins the process group under torchrun (WORLD_SIZE > 1)
+    env, _ = ddp.join_processes(cfg.device)  # joins the process group under torchrun (WORLD_SIZE > 1)
     if not env.is_main:
         args.no_tracking = True
     try:
@@ -44,3 +44,16 @@ def run_training_job(args, cfg, train: Callable[[Any, Any], dict[str, Any]], *, 
     if env.is_main and describe is not None:
         log.info("%s", describe(summary))
     return 0
+
+
+def add_out_argument(parser, example: str) -> None:
+    """Every training command's --out: the checkpoint it writes, the resume file beside it."""
+    parser.add_argument("--out", type=Path, required=True,
+                        help=f"output checkpoint, e.g. <dir>/{example} (resume state: <out>.resume.pt)")
+
+
+def run_command(args, config_class: type, train: Callable[[Any, Any, Any], dict[str, Any]], **job: Any) -> int:
+    """A training command's `run`: its config section (--config, --set) loaded into `config_class`,
+    then `train(cfg, env, tracker) -> summary` as one job (`run_training_job`'s keywords in `job`)."""
+    cfg = load_section(config_class, args.config, args.overrides)
+    return run_training_job(args, cfg, lambda env, tracker: train(cfg, env, tracker), **job)

@@ -8,7 +8,7 @@ patch size and z-scored on its own (`normalisation`: "clean" fits the statistics
 on its training rows, "reference" on all its rows as MinD-Vis), then wrapped to
 the joint length; rows are stacked HCP first. A seeded `holdout_fraction` of the
 rows is held out to report the masked-voxel reconstruction quality every epoch
-(mbm_trainer: masked_corr, masked_r2, masked_corr_per_sample, each voxel scored
+(training.mbm_quality: masked_corr, masked_r2, masked_corr_per_sample, each voxel scored
 once and only when all its wrap-padding copies were masked).
 
 Output: <out> (e.g. fmri_encoder.pth) in MinD-Vis's layout: dict with model,
@@ -33,7 +33,7 @@ from mindvis.data.stage_a1 import NORMALISATIONS, A1Source, StageA1Rows, join_a1
 from mindvis.models import MbmModelConfig, ScMbm, count_parameters, resolve_arch
 from mindvis.models.sc_mbm import ENCODER_PREFIXES
 from mindvis.training import distributed as ddp
-from mindvis.training.mbm_trainer import LoopConfig, check_finite, train_mbm
+from mindvis.training.mbm import LoopConfig, check_finite, train_mbm
 from mindvis.utils.errors import ConfigError
 from mindvis.utils.seeding import seed_everything
 

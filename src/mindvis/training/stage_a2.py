@@ -41,14 +41,8 @@ from mindvis.models.pos_embed import INTERPOLATION_MODES
 from mindvis.models.sc_mbm import ScMbm
 from mindvis.training import distributed as ddp
 from mindvis.training.input_identity import hash_cache_path_for, input_identity
-from mindvis.training.mbm_trainer import (
-    LoopConfig,
-    PreparedRows,
-    check_finite,
-    prepare_rows,
-    train_mbm,
-    wrap_sources,
-)
+from mindvis.training.mbm import LoopConfig, PreparedRows, check_finite, prepare_rows, train_mbm
+from mindvis.training.mbm_quality import wrap_sources
 from mindvis.utils.errors import ConfigError
 from mindvis.utils.seeding import seed_everything
 
