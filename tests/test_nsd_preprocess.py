@@ -281,6 +281,9 @@ def test_truncated_nii_gz(release, tmp_path):
     path.write_bytes(gzip.compress(raw)[: len(gzip.compress(raw)) // 2])
     message = _fails(root, tmp_path)
     assert "betas_session03.nii.gz" in message and "truncated" in message
+    h5 = sub_dir(root, "betas") / "betas_session02.hdf5"
+    h5.write_bytes(h5.read_bytes()[: h5.stat().st_size // 2])
+    assert "betas_session02.hdf5" in _fails(root, tmp_path, betas="hdf5")
 
 
 def test_design_lacking_a_variable(release, tmp_path):

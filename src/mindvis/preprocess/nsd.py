@@ -331,11 +331,11 @@ def read_betas(files: dict[int, Path], roi: RoiSelection, cfg: NsdPreprocessConf
     return out, per_session
 
 
-def train_statistics(rows: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def train_statistics(rows: np.ndarray, source: Path | None = None, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Per-voxel mean and std (ddof=1) in float64, a block of rows at a time (no float64 copy of the whole)."""
     n = rows.shape[0]
     if n < 2:
-        raise InputDataError(None, f"zscore: train needs at least 2 training rows, got {n}")
+        raise InputDataError(source, f"zscore: train needs at least 2 training rows, the sessions read give {n}")
     total = np.zeros(rows.shape[1])
     for start in range(0, n, chunk):
         total += rows[start:start + chunk].sum(axis=0, dtype=np.float64)
@@ -422,7 +422,7 @@ def preprocess_nsd_subject(root: str | Path, subject: int, out: str | Path,
     del betas
     extra: dict[str, np.ndarray] = {}
     if cfg.zscore == "train":  # Brain-Diffuser: statistics of the training rows as written, ddof=1
-        mean, std = train_statistics(train_rows)
+        mean, std = train_statistics(train_rows, paths.design)
         zero = std == 0
         if zero.any():
             repairs.append(f"{int(zero.sum())} voxel(s) constant over the training rows: std taken as 1")
