@@ -11,6 +11,7 @@ Modules, each usable on its own:
   weight_files    pretrained weights from local files only (never downloaded)
   image_inputs    image batches -> the networks' input (resize, centre crop, normalise)
   judge_training  the embedded default's small CNN judge
+  records         metrics.json records: label, definition, chance, direction of every number
   uncertainty     bootstrap intervals over test items, permutation p-values against chance
   controls        the controls (shuffled fMRI, prior only, train retrieval, nearest training copy)
                   and the spread over generation seeds, around `evaluate_samples`
@@ -35,6 +36,15 @@ from typing import Any
 
 import numpy as np
 
+from mindvis.evaluation.records import (
+    FID_CI_NOTE,
+    ID_RULE,
+    nway_records,
+    per_set_record,
+    pixel_records,
+    record,
+    uncertainty_note,
+)
 from mindvis.utils.errors import InputDataError
 
 log = logging.getLogger(__name__)
@@ -123,105 +133,6 @@ def load_pixel_ground_truth(path: str | Path, n_test: int) -> np.ndarray:
     return images
 
 
-# ----------------------------------------------------------------------------- metric records
-
-
-def _record(value: float, label: str, definition: str, chance: float | None, higher_is_better: bool, **extra) -> dict:
-    return {
-        "value": float(value),
-        "label": label,
-        "definition": definition,
-        "chance": chance,
-        "higher_is_better": higher_is_better,
-        **extra,
-    }
-
-
-def _per_set_record(values: list[float], label: str, definition: str, chance, higher: bool, **extra) -> dict:
-    arr = np.asarray(values, dtype=np.float64)
-    best = arr.max() if higher else arr.min()
-    return _record(arr.mean(), label, definition + " Value: mean over the K sample sets.", chance, higher,
-                   best=float(best), per_set=arr.tolist(), **extra)
-
-
-ID_RULE = (
-    "for each generated image, the fraction of the other ground-truth images for which its own ground "
-    "truth scores strictly better"
-)
-
-
-def _nway_records(gen_probs, gt_probs, cfg: EvaluateConfig, rng) -> tuple[dict[str, dict], dict[str, object]]:
-    from mindvis.evaluation.nway import n_way_top1
-    from mindvis.evaluation.uncertainty import ItemMeans, NWayHits, hit_table
-
-    result = n_way_top1(gen_probs, gt_probs, cfg.n_way, cfg.trials, rng)
-    res = result.summary()
-    common = {"n": res["n"], "trials": res["trials"], "n_classes": res["n_classes"]}
-    rule = (
-        f"{res['n']}-way top-1 (MinD-Vis protocol): judge = {cfg.judge}; ground-truth class = judge argmax on the "
-        f"ground-truth image; per trial {res['n'] - 1} distractor classes drawn uniformly from the other "
-        f"{res['n_classes'] - 1}; hit when the ground-truth class has the highest judge probability among the "
-        f"{res['n']} on the generated image; mean over test images."
-    )
-    full = n_way_top1(gen_probs, gt_probs, res["n_classes"], 1, rng).summary()
-    records = {
-        "nway_top1_sampled": _record(
-            res["sampled_mean"], f"{res['n']}-way top-1 (sampled)",
-            rule + f" Monte-Carlo with {res['trials']} trials per image. Value: mean over the K sample sets; "
-            "'best' = max over them (the reference reports both). No p_value of its own: nway_top1_exact's is "
-            "the test of the same expectation.",
-            res["chance"], True, best=res["sampled_max"], per_set=res["sampled_per_set"], **common,
-        ),
-        "nway_top1_exact": _record(
-            res["exact_mean"], f"{res['n']}-way top-1 (exact)",
-            rule + " Exact expectation over all distractor draws: C(C-1-r, n-1)/C(C-1, n-1) with r = classes "
-            "at least as probable as the ground-truth class. Value: mean over the K sample sets; 'best' = max.",
-            res["chance"], True, best=res["exact_max"], per_set=res["exact_per_set"], **common,
-        ),
-        "top1_all_classes": _record(
-            full["exact_mean"], f"top-1 of {full['n_classes']}",
-            f"judge argmax on the generated image equals judge argmax on its ground truth ({full['n_classes']}-way "
-            "over all classes, no sampling). Value: mean over the K sample sets; 'best' = max.",
-            full["chance"], True, best=full["exact_max"], per_set=full["exact_per_set"], n=full["n"],
-            n_classes=full["n_classes"],
-        ),
-    }
-    probs = np.asarray(gen_probs, np.float64)
-    views = {
-        "nway_top1_sampled": ItemMeans(result.per_image_sampled),
-        "nway_top1_exact": NWayHits(np.stack([hit_table(probs[:, k], res["n"]) for k in range(probs.shape[1])]),
-                                    result.gt_classes),
-        "top1_all_classes": NWayHits(np.stack([hit_table(probs[:, k], full["n_classes"])
-                                               for k in range(probs.shape[1])]), result.gt_classes),
-    }
-    return records, views
-
-
-def _pixel_records(matrix_sets: list[dict]) -> dict[str, dict]:
-    from mindvis.evaluation.identification import pairwise_pixel_identification
-
-    per_set = [pairwise_pixel_identification(None, None, matrices=m) for m in matrix_sets]
-    out = {}
-    spec = {
-        "identification_mse": ("ID MSE", f"Pair-wise identification by pixel MSE (float, 0..255 scale): {ID_RULE} "
-                               "(lower MSE).", 0.5, True),
-        "identification_pcc": ("ID PCC", "Pair-wise identification by Pearson correlation of flattened pixels: "
-                               f"{ID_RULE} (higher r).", 0.5, True),
-        "identification_ssim": ("ID SSIM", "Pair-wise identification by colour SSIM (scikit-image, data_range=255, "
-                                f"channel_axis=-1, 7x7 uniform window): {ID_RULE} (higher SSIM).", 0.5, True),
-        "mse_raw_mean": ("MSE (raw)", "Raw mean pixel MSE (float, 0..255 scale) between each generated image "
-                         "and its own ground truth, mean over images. NOT an identification rate.", None, False),
-        "pcc_raw_mean": ("PCC (raw)", "Raw mean Pearson correlation of flattened pixels between each generated "
-                         "image and its own ground truth. NOT an identification rate.", None, True),
-        "ssim_raw_mean": ("SSIM (raw)", "Raw mean colour SSIM (scikit-image, data_range=255) between each "
-                          "generated image and its own ground truth. NOT an identification rate.", None, True),
-    }
-    for name, (label, definition, chance, higher) in spec.items():
-        if name in per_set[0]:
-            out[name] = _per_set_record([d[name] for d in per_set], label, definition, chance, higher)
-    return out
-
-
 # ----------------------------------------------------------------------------- the protocol
 
 
@@ -297,12 +208,12 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
     gen_feats = flat_feats.reshape(n_test, k_sets, -1)
     if features_out is not None:
         features_out.update(gt=gt_feats, gen=gen_feats)
-    records, item_views = _nway_records(gen_probs, gt_probs, cfg, rng)
+    records, item_views = nway_records(gen_probs, gt_probs, cfg.judge, cfg.n_way, cfg.trials, rng)
     metrics.update(records)
     views.update(item_views)
     if test_labels is not None:
         agree = gt_probs.argmax(1) == test_labels
-        metrics["judge_gt_accuracy"] = _record(
+        metrics["judge_gt_accuracy"] = record(
             float(np.mean(agree)), "judge acc. on GT", "Judge argmax on the ground-truth images vs the dataset "
             "labels: how well the judge itself knows the test stimuli (not a decoding metric).",
             1.0 / judge.n_classes, True,
@@ -311,7 +222,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
 
     # --- pixels: pair-wise identification + raw means ---------------------------------
     pixel_sets = [pixel_score_matrices(samples[:, k], ground_truth, with_ssim=cfg.ssim) for k in range(k_sets)]
-    metrics.update(_pixel_records(pixel_sets))
+    metrics.update(pixel_records(pixel_sets))
     for name in pixel_sets[0]:
         stacked = np.stack([m[name] for m in pixel_sets])  # (K, n, n)
         higher = name != "mse"
@@ -333,7 +244,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
             m = np.stack([lpips(p[None].expand_as(gts_t), gts_t).cpu().numpy() for p in preds_t])
             matrices.append(m.reshape(n_test, n_test))
             rates.append(float(identification_rates(matrices[-1], higher_is_better=False).mean()))
-        metrics["identification_lpips"] = _per_set_record(
+        metrics["identification_lpips"] = per_set_record(
             rates, "ID LPIPS", f"Pair-wise identification by LPIPS (AlexNet, v0.1 linear weights): {ID_RULE} "
             "(lower LPIPS).", 0.5, True,
         )
@@ -346,7 +257,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
     # --- FID ------------------------------------------------------------------------------
     if cfg.judge_fid:
         fid = fid_over_sample_sets(ground_truth, samples, nets.JudgeFeatures(judge), cfg.batch_size)
-        metrics["fid_judge_features"] = _record(
+        metrics["fid_judge_features"] = record(
             fid["mean"], "FID (judge feat.)",
             f"judge-features FID, not comparable to Inception FID: Fréchet distance between the ground-truth set "
             f"and each sample set in the judge's {judge.feature_dim}-d penultimate features (torchmetrics "
@@ -363,7 +274,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
         ):
             ext = nets.InceptionFeatures(inception, dims=dims, resize=299).to(cfg.device)
             fid = fid_over_sample_sets(ground_truth, samples, ext, cfg.batch_size)
-            metrics[name] = _record(
+            metrics[name] = record(
                 fid["mean"], label, f"FID with {what}; torchvision Inception-v3 IMAGENET1K_V1 weights (not the TF "
                 f"FID-Inception port), 299 px bilinear, over {n_test} images per set. Value: mean over the K sets; "
                 "'best' = min; 'pooled' = all K*n samples vs the ground truth." + FID_CI_NOTE,
@@ -400,7 +311,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
             if name in ("pixcorr", "ssim_gray"):
                 definition = f"{definition} {_pixel_note(size, pix_gt is not None)}"
                 extra = {"pixel_size": size}
-            metrics[f"nsd_{name}"] = _per_set_record([s[name] for s in sets], label, definition, chance, higher,
+            metrics[f"nsd_{name}"] = per_set_record([s[name] for s in sets], label, definition, chance, higher,
                                                      **extra)
             stacked = np.stack([one[name] for one in item_sets])
             views[f"nsd_{name}"] = PairScores(stacked, True) if stacked.ndim == 3 else ItemMeans(stacked.T)
@@ -408,7 +319,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
     unc = UncertaintyConfig(bootstrap=cfg.bootstrap, permutations=cfg.permutations)
     attach_uncertainty(metrics, views, int(n_test), unc)
     for name, rec in metrics.items():
-        rec["definition"] += _uncertainty_note(rec, unc)
+        rec["definition"] += uncertainty_note(rec, unc)
     judge_info = judge.describe()
     if cfg.judge_weights:
         judge_info["path"] = str(cfg.judge_weights)
@@ -424,30 +335,12 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
     }
 
 
-FID_CI_NOTE = (
-    " ci95 of FID: items resampled with replacement and the Fréchet distance recomputed on the resampled "
-    "features (closed form); a resample repeats images and FID grows as the distinct set shrinks, so the "
-    "interval is shifted down by that bootstrap bias (mean resampled FID minus the value)."
-)
 
 
 def _correlations(pred_features: np.ndarray, gt_features: np.ndarray) -> np.ndarray:
     from mindvis.evaluation.identification import correlation_matrix
 
     return correlation_matrix(pred_features, gt_features)
-
-
-def _uncertainty_note(rec: dict, unc) -> str:
-    """One sentence on how this record's ci95 and p_value were made."""
-    note = ""
-    if rec.get("ci95") is not None:
-        note += (f" ci95: 95 % percentile bootstrap over test items ({unc.bootstrap} resamples with replacement, "
-                 f"seed {unc.seed}); pair-wise identification is recomputed on each resampled set (copies of one item "
-                 "are not each other's distractors), means are means over the resampled items.")
-    if "p_value" in rec:
-        note += (f" p_value: one-sided permutation test against chance, {unc.permutations} random pairings of "
-                 "generated and ground-truth items; (1 + #(permuted >= observed)) / (1 + permutations).")
-    return note
 
 
 _NSD_SPEC = {
