@@ -33,7 +33,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 from mindvis import __version__
 from mindvis.tracking import settings
 from mindvis.utils.errors import JobKilled
+from mindvis.utils.sigterm import SigtermHandler
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,7 @@ class JobTracker:
         self._client = None
         self._lock_path: Path | None = None
         # SIGTERM handling while the run is open (see the module docstring)
-        self._previous_sigterm: Any = None
-        self._catching = False
+        self._sigterm = SigtermHandler(self._on_stop, unless_ignored=True)
         self._stop_mode = "hold"  # "hold": remember a SIGTERM; "raise": raise JobKilled at once
         self._pending_stop: int | None = None
         # a JobKilled raised by the handler, until __exit__ sees it: Python drops an exception
@@ -185,21 +184,15 @@ class JobTracker:
     # -- SIGTERM while the run is open ---------------------------------------------
     def _catch_stops(self) -> None:
         """Take over SIGTERM (main thread only; not when the process was told to ignore it)."""
-        if self._catching or threading.current_thread() is not threading.main_thread():
+        if self._sigterm.taken:
             return
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous is signal.SIG_IGN:
-            return
-        self._previous_sigterm = previous
         self._owner_pid = os.getpid()
         self._stop_mode, self._pending_stop = "hold", None
-        signal.signal(signal.SIGTERM, self._on_stop)
-        self._catching = True
+        self._sigterm.take()
 
     def _on_stop(self, signum: int, frame: Any) -> None:
         if os.getpid() != self._owner_pid:  # a forked worker inherited this handler: end as by default
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+            SigtermHandler.end_by_default(signum)
             return
         if self._stop_mode == "raise":
             self._stop_mode = "hold"  # a second SIGTERM while the job unwinds waits for the run's end
@@ -209,7 +202,7 @@ class JobTracker:
 
     def _raise_stops(self) -> None:
         """From now on SIGTERM raises JobKilled; one that arrived meanwhile is raised now."""
-        if not self._catching:
+        if not self._sigterm.taken:
             return
         self._stop_mode = "raise"
         if self._pending_stop is not None:
@@ -220,11 +213,10 @@ class JobTracker:
 
     def _release_stops(self) -> int | None:
         """Give SIGTERM back to whoever had it; return a SIGTERM that was held meanwhile."""
-        if not self._catching:
+        if not self._sigterm.taken:
             return None
         self._stop_mode = "hold"
-        signal.signal(signal.SIGTERM, self._previous_sigterm)
-        self._catching = False
+        self._sigterm.give_back()
         pending, self._pending_stop = self._pending_stop, None
         return pending
 

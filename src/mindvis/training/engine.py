@@ -31,8 +31,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -57,6 +55,7 @@ from mindvis.training.draws import StepDraws
 from mindvis.training.input_identity import hash_cache_path_for
 from mindvis.utils.device import set_threads
 from mindvis.utils.errors import ConfigError, MindVisError
+from mindvis.utils.sigterm import SigtermHandler
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +129,16 @@ def digest(*arrays: np.ndarray | torch.Tensor) -> str:
 
 
 class StopFlag:
-    """Set by SIGTERM while training (main thread only); the loop checks it after every step.
-
-    The one SIGTERM handler of a training loop: it replaces the job's (the tracker's) handler
-    inside the loop and gives it back afterwards.
-    """
+    """Set by SIGTERM while training; the loop checks it after every step. Inside the loop it
+    replaces the job's handler (the tracker's, which would raise JobKilled mid-step) and gives
+    it back afterwards."""
 
     def __init__(self):
         self.raised = False
-        self._previous = None
+        self._handler = SigtermHandler(self._handle)
 
     def __enter__(self) -> StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._handler.take()
         return self
 
     def _handle(self, signum, frame):
@@ -150,8 +146,7 @@ class StopFlag:
         self.raised = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        self._handler.give_back()
 
 
 @dataclass
