@@ -20,20 +20,16 @@ from __future__ import annotations
 import torch
 from diffusers import VQModel
 
-from mindvis.models.ldm.presets import VqSpec
+from mindvis.models.ldm.presets import VqSpec, level_block_types
 
 
 def build_vq(spec: VqSpec) -> VQModel:
     spec.validate()
-    levels = range(len(spec.ch_mult))
     return VQModel(
         in_channels=spec.in_channels,
         out_channels=spec.out_ch,
-        down_block_types=tuple("AttnDownEncoderBlock2D" if spec.level_has_attention(i) else "DownEncoderBlock2D"
-                               for i in levels),
-        # diffusers lists decoder levels from the lowest resolution up
-        up_block_types=tuple("AttnUpDecoderBlock2D" if spec.level_has_attention(i) else "UpDecoderBlock2D"
-                             for i in reversed(levels)),
+        down_block_types=level_block_types(spec, "AttnDownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=level_block_types(spec, "AttnUpDecoderBlock2D", "UpDecoderBlock2D", lowest_first=True),
         block_out_channels=tuple(spec.ch * m for m in spec.ch_mult),
         layers_per_block=spec.num_res_blocks,
         act_fn="silu",

@@ -37,6 +37,15 @@ from typing import Any
 from mindvis.utils.errors import ConfigError
 
 
+def level_block_types(spec: UnetSpec | VqSpec, attention_block: str, plain_block: str,
+                      lowest_first: bool = False) -> tuple[str, ...]:
+    """The diffusers block type of each level: `attention_block` where the level has attention, else
+    `plain_block`; `lowest_first` lists them from the lowest resolution up (diffusers' up blocks)."""
+    levels = range(spec.n_levels)
+    order = reversed(levels) if lowest_first else levels
+    return tuple(attention_block if spec.level_has_attention(i) else plain_block for i in order)
+
+
 @dataclass(frozen=True)
 class UnetSpec:
     sample_size: int  # latent side (CompVis `image_size` of the UNet)
@@ -55,6 +64,10 @@ class UnetSpec:
     @property
     def block_channels(self) -> tuple[int, ...]:
         return tuple(self.model_channels * m for m in self.channel_mult)
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.channel_mult)
 
     def level_has_attention(self, level: int) -> bool:
         return 2**level in self.attention_resolutions
@@ -98,6 +111,10 @@ class VqSpec:
     @property
     def latent_size(self) -> int:
         return self.resolution // self.downsampling
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.ch_mult)
 
     def level_has_attention(self, level: int) -> bool:
         return self.resolution // 2**level in self.attn_resolutions

@@ -29,23 +29,20 @@ import re
 import torch
 from diffusers import UNet2DConditionModel
 
-from mindvis.models.ldm.presets import UnetSpec
+from mindvis.models.ldm.presets import UnetSpec, level_block_types
 
 
 def build_unet(spec: UnetSpec) -> UNet2DConditionModel:
     spec.validate()
-    levels = range(len(spec.channel_mult))
     return UNet2DConditionModel(
         sample_size=spec.sample_size,
         in_channels=spec.in_channels,
         out_channels=spec.out_channels,
         flip_sin_to_cos=True,
         freq_shift=0,
-        down_block_types=tuple("CrossAttnDownBlock2D" if spec.level_has_attention(i) else "DownBlock2D"
-                               for i in levels),
+        down_block_types=level_block_types(spec, "CrossAttnDownBlock2D", "DownBlock2D"),
         mid_block_type="UNetMidBlock2DCrossAttn",
-        up_block_types=tuple("CrossAttnUpBlock2D" if spec.level_has_attention(i) else "UpBlock2D"
-                             for i in reversed(levels)),
+        up_block_types=level_block_types(spec, "CrossAttnUpBlock2D", "UpBlock2D", lowest_first=True),
         block_out_channels=spec.block_channels,
         layers_per_block=spec.num_res_blocks,
         downsample_padding=1,
