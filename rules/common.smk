@@ -88,15 +88,22 @@ def all_targets():
             targets += bold5000_outputs(subject)
     if enabled("hcp"):
         targets += expand(HCP_NPZ, subject=subjects("hcp"))
+    if enabled("nsd"):
+        targets += [nsd_npz(subject) for subject in subjects("nsd")]
     if config["stage_a"]["enabled"] and enabled("hcp"):
-        for dataset in ("god", "bold5000"):
+        for dataset in DECODED:
             if enabled(dataset):
                 targets += expand(
                     f"{RESULTS}/stage_a/{dataset}/{{subject}}/fmri_encoder.pth", subject=subjects(dataset)
                 )
-    if config["stage_b"]["enabled"] and (enabled("god") or enabled("bold5000")):
+    if config["stage_b"]["enabled"] and any(enabled(d) for d in DECODED):
         targets.append(f"{RESULTS}/report.html")
     return targets
+
+
+# The datasets stage A2, stage B, generation and evaluation run on (HCP only pre-trains).
+DECODED = ("god", "bold5000", "nsd")
+DECODED_PATTERN = "|".join(DECODED)  # wildcard_constraints of the per-subject rules
 
 
 # --- BOLD5000 paths (MinD-Vis's data/BOLD5000 layout) -------------------------
@@ -135,6 +142,27 @@ def section_with(keys, **extra):
     for key in keys:
         node = node[key]
     return json.dumps({**extra, **node}, sort_keys=True)
+
+
+# --- NSD paths (the release tree under nsd.raw_dir; npz in the BOLD5000 layout) ----
+NSD_NPZ_DIR = f"{PROCESSED}/NSD/npz"
+NSD_DESIGN = "nsddata/experiments/nsd/nsd_expdesign.mat"
+
+
+def nsd_npz(subject):
+    """data/NSD/npz/subjNN.npz of subject N (the DAG's subject wildcard is the plain number)."""
+    return f"{NSD_NPZ_DIR}/subj{int(subject):02d}.npz"
+
+
+def nsd_truth(subject):
+    """The simulator's per-subject ground truth: written once the subject's tree is complete."""
+    return f"{config['nsd']['raw_dir']}/simulation_truth/subj{int(subject):02d}.npz"
+
+
+def nsd_raw_input(wildcards):
+    if simulated("nsd"):
+        return [nsd_truth(wildcards.nn), f"{config['nsd']['raw_dir']}/{NSD_DESIGN}"]
+    return config["nsd"]["raw_dir"]
 
 
 # --- HCP paths (MinD-Vis's data/HCP/npz layout) --------------------------------

@@ -49,6 +49,8 @@ def evaluate_extra_inputs(wildcards):
     """The controls (and the subject's training images for the nearest-copy share) and the other seeds."""
     where = SAMPLES.format(dataset=wildcards.dataset, subject=wildcards.subject)
     inputs = {"seed_samples": [f"{where}/samples_seed{s}.npz" for s in extra_generation_seeds()]}
+    if wildcards.dataset == "nsd":  # the 425-px test images: PixCorr / SSIM ground truth (evaluate.nsd_pixels)
+        inputs["pixel_gt"] = finetune_npz(wildcards)
     if controls_on():
         inputs.update(shuffled=f"{where}/samples_shuffled_fmri.npz", prior=f"{where}/samples_prior_only.npz",
                       retrieval=f"{where}/samples_train_retrieval.npz", npz=finetune_npz(wildcards),
@@ -62,6 +64,10 @@ def controls_options(wildcards, input):
     images = f" --train-images {input.images}" if input.images else ""
     return (f"--shuffled-fmri {input.shuffled} --prior-only {input.prior} --train-retrieval {input.retrieval} "
             f"--train-npz {input.npz}{images}")
+
+
+def pixel_gt_option(wildcards, input):
+    return f"--pixel-gt {input.pixel_gt}" if "pixel_gt" in input.keys() else ""
 
 
 def seed_options(wildcards, input):
@@ -84,12 +90,13 @@ rule evaluate:
             labels={"dataset": "{dataset}", "subject": "{subject}"},
         ),
     wildcard_constraints:
-        dataset="god|bold5000",
+        dataset=DECODED_PATTERN,
     params:
         cfg=section("evaluate"),
         judge=judge_option,
         controls=controls_options,
         seeds=seed_options,
+        pixel_gt=pixel_gt_option,
     threads: torch_threads("evaluate")
     conda:
         "../envs/torch.yaml"
@@ -97,6 +104,7 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate/{{dataset}}_{{subject}}.log",
     shell:
         "python -m mindvis evaluate --samples {input.samples} {params.judge} {params.controls} {params.seeds} "
+        "{params.pixel_gt} "
         "--out {output.metrics} --grid-out {output.grid} --config {params.cfg:q} --rule {rule} "
         "--wildcard dataset={wildcards.dataset} --wildcard subject={wildcards.subject} > {log} 2>&1"
 
@@ -153,7 +161,7 @@ rule compare_samplers:
 
 
 def evaluated_subjects():
-    return [(d, s) for d in ("god", "bold5000") if enabled(d) for s in subjects(d)]
+    return [(d, s) for d in DECODED if enabled(d) for s in subjects(d)]
 
 
 def report_inputs(wildcards):

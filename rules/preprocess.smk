@@ -89,3 +89,25 @@ rule preprocess_hcp:
         "python -m mindvis preprocess-hcp --subject-dir {params.subject_dir} --subject {wildcards.subject} "
         "--out {output} --config {params.cfg:q} "
         "--rule {rule} --wildcard dataset=hcp --wildcard subject={wildcards.subject} > {log} 2>&1"
+
+
+rule preprocess_nsd:
+    priority: 50  # see PRIORITIES in Snakefile
+    input:
+        nsd_raw_input,
+    output:
+        f"{NSD_NPZ_DIR}/subj{{nn}}.npz",
+    wildcard_constraints:
+        nn=r"\d\d",
+    params:
+        cfg=section("nsd", "preprocess"),
+        root=config["nsd"]["raw_dir"],
+        subject=lambda wildcards: int(wildcards.nn),
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{RESULTS}/logs/preprocess_nsd/subj{{nn}}.log",
+    shell:
+        "python -m mindvis preprocess-nsd --root {params.root} --subject {params.subject} --out {output} "
+        "--config {params.cfg:q} "
+        "--rule {rule} --wildcard dataset=nsd --wildcard subject={params.subject} > {log} 2>&1"

@@ -82,3 +82,26 @@ if simulated("hcp"):
             "python -m mindvis simulate-hcp --subject {wildcards.subject} --out-dir {params.out_dir} "
             "--config {params.cfg:q} "
             "--rule {rule} --wildcard dataset=hcp --wildcard subject={wildcards.subject} > {log} 2>&1"
+
+
+if simulated("nsd"):
+
+    rule simulate_nsd:
+        # One job writes the shared files (design, imgBrick, stim info) and every configured subject.
+        priority: 50  # see PRIORITIES in Snakefile
+        input:
+            stimuli=rules.make_stimuli.output.npz,
+        output:
+            design=f"{config['nsd']['raw_dir']}/{NSD_DESIGN}",
+            truth=[nsd_truth(s) for s in subjects("nsd")],
+        params:
+            cfg=section("nsd", "simulate"),
+            root=config["nsd"]["raw_dir"],
+            subjects=" ".join(str(int(s)) for s in subjects("nsd")),
+        conda:
+            "../envs/data.yaml"
+        log:
+            f"{RESULTS}/logs/simulate_nsd.log",
+        shell:
+            "python -m mindvis simulate-nsd --root {params.root} --stimuli {input.stimuli} "
+            "--subjects {params.subjects} --config {params.cfg:q} --rule {rule} --wildcard dataset=nsd > {log} 2>&1"

@@ -14,6 +14,8 @@ def pretrain_god_inputs(wildcards):
 def finetune_npz(wildcards):
     if wildcards.dataset == "god":
         return f"{GOD_NPZ_DIR}/sbj_{wildcards.subject}.npz"
+    if wildcards.dataset == "nsd":
+        return nsd_npz(wildcards.subject)
     return f"{B5_DIR}/npz/CSI{wildcards.subject}.npz"
 
 
@@ -48,7 +50,7 @@ rule finetune_mbm:
     output:
         f"{STAGE_A}/{{dataset}}/{{subject}}/fmri_encoder.pth",
     wildcard_constraints:
-        dataset="god|bold5000",
+        dataset=DECODED_PATTERN,
     params:
         cfg=section("stage_a", "finetune"),
         launch=launcher,

@@ -10,7 +10,7 @@ SAMPLES = f"{RESULTS}/samples/{{dataset}}/{{subject}}"
 def prior_training_images():
     """The prior learns the stimulus set: stimuli.npz when the DAG simulates
     data, else the real GOD training images with their WordNet labels."""
-    if any(enabled(d) and simulated(d) for d in ("god", "bold5000")):
+    if any(enabled(d) and simulated(d) for d in DECODED):
         return {"images": f"{STIMULI}/stimuli.npz", "labels": f"{STIMULI}/stimuli.npz"}
     return {"images": f"{GOD_NPZ_DIR}/images_256.npz", "labels": f"{GOD_NPZ_DIR}/imagenet_training_label.csv"}
 
@@ -33,7 +33,7 @@ def stage_b_model(wildcards):
 
 
 def god_images_input(wildcards):
-    # GOD keeps its images in images_256.npz; BOLD5000 keeps them in the subject npz.
+    # GOD keeps its images in images_256.npz; BOLD5000 and NSD keep them in the subject npz.
     return f"{GOD_NPZ_DIR}/images_256.npz" if wildcards.dataset == "god" else []
 
 
@@ -99,7 +99,7 @@ rule finetune_ldm:
     output:
         f"{STAGE_B}/{{dataset}}/{{subject}}/finetuned.pt",
     wildcard_constraints:
-        dataset="god|bold5000",
+        dataset=DECODED_PATTERN,
     params:
         cfg=section("stage_b", "finetune"),
         images=images_option,
@@ -127,7 +127,7 @@ rule generate:
         samples=f"{SAMPLES}/samples.npz",
         grid=f"{SAMPLES}/grid.png",
     wildcard_constraints:
-        dataset="god|bold5000",
+        dataset=DECODED_PATTERN,
     params:
         cfg=section("stage_b", "generate"),
         images=images_option,
@@ -163,7 +163,7 @@ rule generate_controls:
         prior=f"{SAMPLES}/samples_prior_only.npz",
         retrieval=f"{SAMPLES}/samples_train_retrieval.npz",
     wildcard_constraints:
-        dataset="god|bold5000",
+        dataset=DECODED_PATTERN,
     params:
         cfg=controls_config(),
         images=images_option,
@@ -205,7 +205,7 @@ rule generate_seed:
     output:
         f"{SAMPLES}/samples_seed{{seed}}.npz",
     wildcard_constraints:
-        dataset="god|bold5000",
+        dataset=DECODED_PATTERN,
         seed=r"\d+",
     params:
         cfg=seed_config,

@@ -46,7 +46,8 @@ def section_of(config: dict, keys: tuple[str, ...]) -> str:
 
 
 @pytest.mark.parametrize("overlays", [("god.yaml",), ("bold5000.yaml",), ("hcp.yaml",),
-                                      ("hcp.yaml", "god.yaml", "paper.yaml"), ("bold5000.yaml", "paper.yaml")])
+                                      ("hcp.yaml", "god.yaml", "paper.yaml"), ("bold5000.yaml", "paper.yaml"),
+                                      ("hcp.yaml", "nsd.yaml", "paper.yaml")])
 def test_overlays_give_valid_configs(overlays):
     config = merged(*overlays)
     validate(config, str(SCHEMA), set_default=True)
@@ -67,3 +68,14 @@ def test_paper_overlay_restores_the_reference_where_the_demo_departs_from_it():
     # the demo really departs (else this test would prove nothing)
     demo_ft = load_section(FinetuneLdmConfig, section_of(demo, ("stage_b", "finetune")))
     assert (demo_ft.crop_p, demo_ft.cond_drop_prob) == (0.0, 0.1) and demo["stage_b"]["generate"]["guidance_scale"] > 1
+
+
+def test_nsd_overlay_is_the_fields_setting():
+    from mindvis.preprocess.nsd import NsdPreprocessConfig, validate as validate_nsd
+
+    config = merged("hcp.yaml", "nsd.yaml", "paper.yaml")
+    cfg = load_section(NsdPreprocessConfig, section_of(config, ("nsd", "preprocess")))
+    validate_nsd(cfg)
+    assert (cfg.sessions, cfg.roi, cfg.zscore, cfg.pixel_image_size) == (40, "nsdgeneral", "session", 425)
+    assert config["nsd"]["subjects"] == [1, 2, 5, 7] and config["nsd"]["source"] == "release"
+    assert config["god"]["subjects"] == [] and config["bold5000"]["subjects"] == []

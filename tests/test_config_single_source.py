@@ -32,9 +32,11 @@ from mindvis.preprocess.bold5000 import Bold5000PreprocessConfig
 from mindvis.preprocess.god import GodPreprocessConfig
 from mindvis.preprocess.god_images import GodImagesConfig
 from mindvis.preprocess.hcp import HcpPreprocessConfig
+from mindvis.preprocess.nsd import NsdPreprocessConfig
 from mindvis.simulate.bold5000 import Bold5000SimConfig
 from mindvis.simulate.god import GodSimConfig
 from mindvis.simulate.hcp import HcpSimConfig
+from mindvis.simulate.nsd import NsdSimConfig
 from mindvis.simulate.stimuli import StimuliConfig
 from mindvis.training.stage_a2 import FinetuneConfig
 from mindvis.training.stage_a1 import MbmTrainConfig
@@ -68,6 +70,8 @@ ROUTES: dict[tuple[str, ...], Route] = {
     ("bold5000", "preprocess"): Route(Bold5000PreprocessConfig),
     ("hcp", "simulate"): Route(HcpSimConfig, inject={"runs": ("hcp", "runs")}),
     ("hcp", "preprocess"): Route(HcpPreprocessConfig, inject={"runs": ("hcp", "runs")}),
+    ("nsd", "simulate"): Route(NsdSimConfig),  # subjects: nsd.subjects, given as --subjects
+    ("nsd", "preprocess"): Route(NsdPreprocessConfig),
     ("stage_a", "pretrain"): Route(MbmTrainConfig, inject={"model": ("stage_a", "model")}),
     ("stage_a", "finetune"): Route(FinetuneConfig),
     ("stage_b", "autoencoder"): Route(AutoencoderConfig, inject={"model": ("stage_b", "model")}),

@@ -31,7 +31,9 @@ def add_model_and_subject_arguments(parser) -> None:
     parser.add_argument("--npz", type=Path, required=True, help="one subject: GOD sbj_N.npz or BOLD5000 CSI{n}.npz")
     parser.add_argument("--images", type=Path, default=None,
                         help="GOD images_256.npz (BOLD5000 keeps its images in the subject npz)")
-    parser.add_argument("--dataset", choices=("god", "bold5000"), default="god", help="which reader --npz needs")
+    from mindvis.data.pairs import DATASETS
+
+    parser.add_argument("--dataset", choices=DATASETS, default="god", help="which reader --npz needs")
 
 
 def add_arguments(parser) -> None:
