@@ -26,7 +26,7 @@ import logging
 
 from mindvis.config import load_section
 from mindvis.evaluation import EvaluateConfig, flat_metrics, load_pixel_ground_truth, load_samples
-from mindvis.evaluation.controls import evaluate_with_controls, load_training_images, recorded_seed
+from mindvis.evaluation.controls import CONTROLS, evaluate_with_controls, load_training_images, recorded_seed
 from mindvis.tracking import tracker_for
 from mindvis.tracking.job import parse_wildcards
 from mindvis.utils.atomic import write_json
@@ -48,9 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NSD subject npz whose test_images_pixel (425 px) are the ground truth of PixCorr and "
                         "SSIM when evaluate.nsd_pixels resolves to mindeye")
     controls = parser.add_argument_group("controls (from `mindvis generate-controls`) and generation seeds")
-    controls.add_argument("--shuffled-fmri", default=None, help="samples_shuffled_fmri.npz")
-    controls.add_argument("--prior-only", default=None, help="samples_prior_only.npz")
-    controls.add_argument("--train-retrieval", default=None, help="samples_train_retrieval.npz")
+    for name in CONTROLS:  # --shuffled-fmri samples_shuffled_fmri.npz, --prior-only ..., --train-retrieval ...
+        controls.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=f"samples_{name}.npz")
     controls.add_argument("--train-npz", default=None,
                           help="the subject's npz (GOD sbj_N.npz, BOLD5000 CSI{n}.npz): training images for "
                           "the nearest-training-image share")
@@ -69,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
     with tracker_for(args, cfg, dataset=dataset, subject=subject) as tracker:
         samples, gt, labels = load_samples(args.samples)
         identity = {"dataset": dataset, "subject": subject, "samples_file": str(args.samples)}
-        controls = {name: (path, *load_samples(path)[:2]) for name, path in (
-            ("shuffled_fmri", args.shuffled_fmri), ("prior_only", args.prior_only),
-            ("train_retrieval", args.train_retrieval)) if path}
+        controls = {name: (path, *load_samples(path)[:2]) for name in CONTROLS if (path := getattr(args, name))}
         train_images = None
         if args.train_npz:
             train_images = load_training_images(args.train_npz, args.train_images, dataset, samples.shape[2])
@@ -93,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             ci = " [%.4f, %.4f]" % tuple(rec["ci95"]) if rec.get("ci95") else ""
             p = f" p={rec['p_value']:.3g}" if "p_value" in rec else ""
             log.info("%-28s %.4f%s%s%s", name, rec["value"], ci, p, chance)
-        for control in ("shuffled_fmri", "prior_only", "train_retrieval"):
+        for control in CONTROLS:
             for name in ("nway_top1_exact", "identification_pcc"):
                 rec = doc["baselines"].get(control, {}).get(name)
                 if rec:

@@ -14,10 +14,6 @@ from mindvis.evaluation.report.quoted import QUOTED_TAG
 LOWER_IS_BETTER = {"nsd_distance_effnet", "nsd_distance_swav"}
 
 
-def nsd_runs(docs: list[dict]) -> list[dict]:
-    return [d for d in docs if str(d.get("dataset", "")).lower() == "nsd"]
-
-
 def _our_cell(doc: dict, key: str) -> str:
     rec = doc["metrics"].get(key)
     if rec is None:
@@ -28,11 +24,28 @@ def _our_cell(doc: dict, key: str) -> str:
     return f"<td><b>{esc(format_value(key, rec.get('value')))}</b>{ci}</td>"
 
 
-def _setting(doc: dict) -> str:
+def _our_row(doc: dict) -> str:
+    """One of our runs: its title, what was measured (test images, K, pixel metrics' size, protocol), its cells."""
     pix = (doc["metrics"].get("nsd_pixcorr") or {}).get("pixel_size")
     size = f"PixCorr/SSIM at {pix} px" if pix else "PixCorr/SSIM at the images' own size"
-    return (f"measured here: {doc.get('n_test', '?')} test images, K = {doc.get('k_samples', '?')}, {size}, "
-            f"protocol {doc.get('protocol', '?')}")
+    setting = (f"measured here: {doc.get('n_test', '?')} test images, K = {doc.get('k_samples', '?')}, {size}, "
+               f"protocol {doc.get('protocol', '?')}")
+    cells = "".join(_our_cell(doc, key) for key, _ in NSD_COLUMNS)
+    return (f'<tr class="ours"><td class="src">{esc(run_title(doc))} (mindvis)</td>'
+            f'<td class="src">{esc(setting)}</td>{cells}</tr>')
+
+
+def _quoted_row(pub) -> str:
+    """A published row (a PublishedNsd), labelled as quoted."""
+    cells = "".join(f"<td>{esc(format_value(key, pub.values[key]))}</td>" if key in pub.values else "<td></td>"
+                    for key, _ in NSD_COLUMNS)
+    return (f'<tr class="quoted"><td class="src">{esc(pub.method)} · subject {pub.subject} '
+            f"<em>({QUOTED_TAG})</em></td>"
+            f'<td class="src">{esc(pub.setting)}; source: {esc(pub.source)}</td>{cells}</tr>')
+
+
+def nsd_runs(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if str(d.get("dataset", "")).lower() == "nsd"]
 
 
 def nsd_section(docs: list[dict]) -> str:
@@ -41,18 +54,7 @@ def nsd_section(docs: list[dict]) -> str:
     if not runs:
         return ""
     head = "".join(f"<th>{esc(label)}{' ↓' if key in LOWER_IS_BETTER else ''}</th>" for key, label in NSD_COLUMNS)
-    rows = []
-    for doc in runs:
-        cells = "".join(_our_cell(doc, key) for key, _ in NSD_COLUMNS)
-        rows.append(f'<tr class="ours"><td class="src">{esc(run_title(doc))} (mindvis)</td>'
-                    f'<td class="src">{esc(_setting(doc))}</td>{cells}</tr>')
-    for pub in PUBLISHED_NSD:
-        cells = "".join(
-            f"<td>{esc(format_value(key, pub.values[key]))}</td>" if key in pub.values else "<td></td>"
-            for key, _ in NSD_COLUMNS)
-        rows.append(f'<tr class="quoted"><td class="src">{esc(pub.method)} · subject {pub.subject} '
-                    f"<em>({QUOTED_TAG})</em></td>"
-                    f'<td class="src">{esc(pub.setting)}; source: {esc(pub.source)}</td>{cells}</tr>')
+    rows = [_our_row(doc) for doc in runs] + [_quoted_row(pub) for pub in PUBLISHED_NSD]
     return (
         "<h2>NSD: the field's protocol</h2>"
         '<p class="note">PixCorr and SSIM at 425 px, 2-way identification (chance 0.5) on AlexNet layers 2 and 5 '
