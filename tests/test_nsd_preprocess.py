@@ -116,6 +116,10 @@ def expected(release: dict, mask: np.ndarray, zscore: str, train_average: bool) 
         if zscore == "session":
             sd = x.std(axis=0)
             x = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1)
+        if zscore == "session_train":  # statistics of the session's non-shared trials, applied to all
+            fit = x[MASTERORDERING[(s - 1) * T + np.arange(T)] > len(SHAREDIX)]
+            sd = fit.std(axis=0)
+            x = (x - fit.mean(axis=0)) / np.where(sd > 0, sd, 1)
         per_session.append(x)
         for i in range(T):
             g = (s - 1) * T + i
@@ -198,6 +202,32 @@ def test_session_zscore_with_train_average(release, tmp_path):
     preprocess_nsd_subject(root, 1, tmp_path / "s.npz", NsdPreprocessConfig(train_average=True, **CFG))
     got = check(tmp_path / "s.npz", expected(rel, rel["general"] == 1, "session", True))
     assert got["arr_0"].shape[0] == got["train_nsd_id"].size == 5
+
+
+def test_session_train_zscore_fits_each_session_without_its_shared_trials(release, tmp_path):
+    root, rel = release
+    preprocess_nsd_subject(root, 1, tmp_path / "s.npz", NsdPreprocessConfig(zscore="session_train", **CFG))
+    got = check(tmp_path / "s.npz", expected(rel, rel["general"] == 1, "session_train", False))
+    # every session's training rows have mean 0 and std 1 per voxel; its shared trials generally do not
+    owner = got["train_trial_global"] // T
+    for k in range(3):
+        rows = got["arr_0"][owner == k].astype(np.float64)
+        np.testing.assert_allclose(rows.mean(axis=0), 0, atol=1e-5)
+        np.testing.assert_allclose(rows.std(axis=0), 1, atol=1e-5)
+    session = dict(np.load(preprocess_nsd_subject(root, 1, tmp_path / "m.npz",
+                                                  NsdPreprocessConfig(**CFG))["npz"]))
+    assert not np.allclose(got["arr_1"], session["arr_1"], atol=1e-3)
+    assert str(got["zscore"]) == "session_train"
+
+
+def test_session_train_needs_two_training_trials_per_session(release, tmp_path):
+    root, _ = release
+    order = MASTERORDERING.copy()
+    order[8:15] = 1  # session 2: one training trial left (its last)
+    write_design(sub_dir(root, "design"), masterordering=order[None, :])
+    (sub_dir(root, "responses")).unlink()
+    with pytest.raises(InputDataError, match="session_train needs at least 2 training trials.*has 1"):
+        preprocess_nsd_subject(root, 1, tmp_path / "s.npz", NsdPreprocessConfig(zscore="session_train", **CFG))
 
 
 def test_hdf5_betas_give_the_nifti_arrays(release, tmp_path):

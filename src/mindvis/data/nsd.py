@@ -28,7 +28,7 @@ class NsdImageInfo:
     test_nsd_id: np.ndarray  # (n_test,) the same for test_images / arr_2 rows
     train_repeats: np.ndarray  # (n_train_images,) trials per training image
     test_repeats: np.ndarray  # (n_test,) trials averaged into each arr_2 row
-    zscore: str  # "session" (MindEye2) or "train" (Brain-Diffuser)
+    zscore: str  # "session", "session_train" (MindEye2) or "train" (Brain-Diffuser)
     train_average: bool
 
 

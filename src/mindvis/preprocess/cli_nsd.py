@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mindvis.preprocess.nsd_zscore import ZSCORES
+
 SWITCHES = ("sessions", "roi", "zscore", "train_average", "betas", "image_size", "pixel_image_size")
 
 
@@ -48,8 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "never kept), '<atlas>' (all its labels > 0), or '<atlas>:<name>,...' named "
                              "through nsddata/freesurfer/subjXX/label/<atlas>.mgz.ctab, e.g. "
                              "'prf-visualrois:V1v,V1d' or 'streams:ventral'")
-    parser.add_argument("--zscore", choices=("session", "train"), default=None,
-                        help="'session' (default, MindEye2): each voxel z-scored over each session's trials; "
+    parser.add_argument("--zscore", choices=ZSCORES, default=None,
+                        help="'session' (default, MindEye2's notebook): each voxel z-scored over each session's "
+                             "trials; 'session_train' (MindEye2's paper): each session's statistics from its "
+                             "training trials only (shared1000 left out), applied to all its trials; "
                              "'train' (Brain-Diffuser): with the training rows' mean and std (ddof=1), "
                              "applied to training and test")
     parser.add_argument("--train-average", action=argparse.BooleanOptionalAction, default=None,

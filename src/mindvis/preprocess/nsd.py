@@ -13,10 +13,10 @@ Steps: betas / beta_scale (300); the ROI's voxels (C order of the grid, as numpy
 global trial t = (session-1)*T + i (T = trials per session, from the files) -> 0-based 73k id
 subjectim[s-1, masterordering[t]-1]-1; test trials: masterordering[t] <= n_shared (n_shared =
 len(sharedix)); z-score per voxel within each session (zscore: session, MindEye2; ddof 0, a
-constant voxel gives 0) or with the training rows' mean and std ddof=1 (zscore: train,
-Brain-Diffuser; applied to train and test); test = shared images shown, ascending 73k id, averaged
-over their repeats; training = every other trial, chronological (or averaged per image,
-train_average, images in order of first presentation).
+constant voxel gives 0; session_train: fitted on the session's training trials only) or with the
+training rows' mean and std ddof=1 (zscore: train, Brain-Diffuser; applied to train and test);
+test = shared images shown, ascending 73k id, averaged over their repeats; training = every other
+trial, chronological (or averaged per image, train_average, images in order of first presentation).
 
 Output keys (one subject, V voxels):
   arr_0 (n_train, V) float32       training rows: single trials (chronological) or per-image averages
@@ -58,12 +58,12 @@ from mindvis.io.nsd import (
     read_roi_image,
     roi_mask,
 )
+from mindvis.preprocess.nsd_zscore import SESSION_ZSCORES, ZSCORES, apply_statistics, train_statistics, zscore_session
 from mindvis.utils.atomic import save_npz
 from mindvis.utils.errors import ConfigError, InputDataError
 
 log = logging.getLogger(__name__)
 
-ZSCORES = ("session", "train")
 BETAS_KINDS = {"nifti": (".nii.gz", ".nii"), "hdf5": (".hdf5",)}
 # Label tables used when an atlas's .mgz.ctab is absent (a logged repair; docs/reference.md §9.4).
 KNOWN_LABELS = {
@@ -83,7 +83,8 @@ class NsdPreprocessConfig:
     # "nsdgeneral" (value 1), "<atlas>" (every label > 0) or "<atlas>:<name>,<name>" (labels by name
     # through the atlas's .mgz.ctab), e.g. "prf-visualrois:V1v,V1d" or "streams:ventral".
     roi: str = "nsdgeneral"
-    # "session": per voxel within each session (MindEye2); "train": training rows' mean/std ddof=1 (Brain-Diffuser).
+    # "session": per voxel within each session (MindEye2); "session_train": the same statistics from each
+    # session's training trials only; "train": training rows' mean/std ddof=1 (Brain-Diffuser). See nsd_zscore.
     zscore: str = "session"
     # Training rows: false = one per trial (MindEye2), true = averaged per image (Brain-Diffuser).
     train_average: bool = False
@@ -107,10 +108,9 @@ class NsdPreprocessConfig:
 
 
 def validate(cfg: NsdPreprocessConfig) -> None:
-    if cfg.zscore not in ZSCORES:
-        raise ConfigError(f"nsd preprocess: zscore must be one of {ZSCORES}, got {cfg.zscore!r}")
-    if cfg.betas not in BETAS_KINDS:
-        raise ConfigError(f"nsd preprocess: betas must be one of {tuple(BETAS_KINDS)}, got {cfg.betas!r}")
+    for key, choices in (("zscore", ZSCORES), ("betas", tuple(BETAS_KINDS))):
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"nsd preprocess: {key} must be one of {choices}, got {getattr(cfg, key)!r}")
     if cfg.image_size < 8 or cfg.pixel_image_size < 8:
         raise ConfigError("nsd preprocess: image_size and pixel_image_size must be >= 8")
     if cfg.sessions < 0 or cfg.trials_per_chunk < 1 or not cfg.beta_scale > 0:
@@ -302,9 +302,10 @@ def split_trials(table: TrialTable) -> Split:
 
 
 # --------------------------------------------------------------------------- betas
-def read_betas(files: dict[int, Path], roi: RoiSelection, cfg: NsdPreprocessConfig,
-               repairs: list[str]) -> tuple[np.ndarray, int]:
-    """(n_sessions*T, V) float32: every session's ROI voxels / beta_scale, z-scored per session if configured."""
+def read_betas(files: dict[int, Path], roi: RoiSelection, cfg: NsdPreprocessConfig, repairs: list[str],
+               shared: np.ndarray) -> tuple[np.ndarray, int]:
+    """(n_sessions*T, V) float32: every session's ROI voxels / beta_scale, z-scored per session if configured
+    (session_train: statistics of the trials that are not `shared`, the test images)."""
     sessions = sorted(files)
     opened = {s: BetasSession(files[s], cfg.betas) for s in sessions}
     per_session = opened[sessions[0]].n_trials
@@ -318,39 +319,15 @@ def read_betas(files: dict[int, Path], roi: RoiSelection, cfg: NsdPreprocessConf
     for k, s in enumerate(sessions):
         x = opened[s].read_voxels(roi.ijk, trials_per_chunk=cfg.trials_per_chunk).astype(np.float64)
         x /= cfg.beta_scale
-        if cfg.zscore == "session":
-            mean, std = x.mean(axis=0), x.std(axis=0)
-            constant += int((std == 0).sum())
-            x -= mean
-            x /= np.where(std > 0, std, 1.0)  # as StandardScaler: a constant voxel becomes 0
+        if cfg.zscore in SESSION_ZSCORES:
+            fit = ~shared[k * per_session:(k + 1) * per_session] if cfg.zscore == "session_train" else None
+            constant += zscore_session(x, fit, files[s])
         out[k * per_session:(k + 1) * per_session] = x
         del x
         log.info("session %d: %d trials x %d voxels read from %s", s, per_session, len(roi.ijk), files[s].name)
     if constant:
-        repairs.append(f"{constant} (session, voxel) pairs constant within a session: z-scored to 0")
+        repairs.append(f"{constant} (session, voxel) pairs constant over the fitted trials of a session: std 1")
     return out, per_session
-
-
-def train_statistics(rows: np.ndarray, source: Path | None = None, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Per-voxel mean and std (ddof=1) in float64, a block of rows at a time (no float64 copy of the whole)."""
-    n = rows.shape[0]
-    if n < 2:
-        raise InputDataError(source, f"zscore: train needs at least 2 training rows, the sessions read give {n}")
-    total = np.zeros(rows.shape[1])
-    for start in range(0, n, chunk):
-        total += rows[start:start + chunk].sum(axis=0, dtype=np.float64)
-    mean = total / n
-    square = np.zeros(rows.shape[1])
-    for start in range(0, n, chunk):
-        d = rows[start:start + chunk].astype(np.float64) - mean
-        square += (d * d).sum(axis=0)
-    return mean, np.sqrt(square / (n - 1))
-
-
-def apply_statistics(rows: np.ndarray, mean: np.ndarray, std: np.ndarray, chunk: int = 2048) -> None:
-    """rows = (rows - mean) / std in place (float32 storage, float64 arithmetic)."""
-    for start in range(0, rows.shape[0], chunk):
-        rows[start:start + chunk] = (rows[start:start + chunk].astype(np.float64) - mean) / std
 
 
 def average_groups(rows: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
@@ -406,7 +383,7 @@ def preprocess_nsd_subject(root: str | Path, subject: int, out: str | Path,
                                            f"{split.train_trials.size} training trials in the sessions read: "
                                            "both splits need some")
 
-    betas, per_session = read_betas(files, roi, cfg, repairs)
+    betas, per_session = read_betas(files, roi, cfg, repairs, table.shared)
     test_trials = np.concatenate(split.test_groups)
     test_owner = np.repeat(np.arange(len(split.test_groups), dtype=np.int64), [g.size for g in split.test_groups])
     test_repeats = np.asarray([g.size for g in split.test_groups], dtype=np.int64)
@@ -442,28 +419,17 @@ def preprocess_nsd_subject(root: str | Path, subject: int, out: str | Path,
     save_npz(
         out,
         compressed=cfg.compress_npz,
-        arr_0=train_rows,
-        arr_1=test_rows,
-        arr_2=test_avg,
-        arr_3=train_index,
+        # the MinD-Vis (BOLD5000) layout, then the key groups of the module docstring, in its order
+        arr_0=train_rows, arr_1=test_rows, arr_2=test_avg, arr_3=train_index,
         test_trial_image_index=test_owner,
-        test_trial_index=test_trials,
-        test_trial_global=table.global_trial[test_trials],
-        train_nsd_id=split.train_ids,
-        test_nsd_id=split.test_ids,
-        train_repeats=train_repeats,
-        test_repeats=test_repeats,
-        train_images=train_images,
-        test_images=test_images,
-        test_images_pixel=test_pixel,
-        roi_order=np.asarray(list(roi.masks), dtype=str),
-        voxel_ijk=roi.ijk.astype(np.int32),
-        affine=roi.affine,
+        test_trial_index=test_trials, test_trial_global=table.global_trial[test_trials],
+        train_nsd_id=split.train_ids, test_nsd_id=split.test_ids,
+        train_repeats=train_repeats, test_repeats=test_repeats,
+        train_images=train_images, test_images=test_images, test_images_pixel=test_pixel,
+        roi_order=np.asarray(list(roi.masks), dtype=str), voxel_ijk=roi.ijk.astype(np.int32), affine=roi.affine,
         sessions=np.asarray(sorted(files), dtype=np.int64),
-        trials_per_session=np.asarray(per_session, dtype=np.int64),
-        subject=np.asarray(paths.sub),
-        zscore=np.asarray(cfg.zscore),
-        train_average=np.asarray(cfg.train_average),
+        trials_per_session=np.asarray(per_session, dtype=np.int64), subject=np.asarray(paths.sub),
+        zscore=np.asarray(cfg.zscore), train_average=np.asarray(cfg.train_average),
         beta_scale=np.asarray(float(cfg.beta_scale)),
         **extra,
         **roi.masks,
