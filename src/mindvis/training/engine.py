@@ -325,7 +325,8 @@ def run_loop(model: torch.nn.Module, items: int | torch.utils.data.Dataset, cfg:
         optimizer.load_state_dict(resumed["optimizer"])
         scaler.load_state_dict(resumed["scaler"])
         restore_rng(resumed["rng"], order_gen)
-        step, history, accum = int(resumed["step"]), list(resumed["history"]), dict(resumed["accum"])
+        # (a stage B file written before the engine has no running sums: the epoch's mean starts there)
+        step, history, accum = int(resumed["step"]), list(resumed["history"]), resumed.get("accum")
         if hooks.load_best is not None and resumed.get("best"):
             hooks.load_best(resumed["best"])
         log.info("resumed from %s at step %d/%d", resume_path, step, total_steps)
