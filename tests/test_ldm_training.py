@@ -150,6 +150,22 @@ def test_resume_after_kill_gives_the_uninterrupted_weights(files, finetuned):
         assert torch.equal(resumed[key], value), key
 
 
+def test_a_model_trained_without_condition_dropout_refuses_guidance(files, finetuned, tmp_path):
+    from mindvis.generation import GenerateConfig, generate_samples
+
+    assert load_finetuned(finetuned[0]).mindvis["cond_drop_prob"] == 0.1  # the default: guidance allowed
+    plain = tmp_path / "plain" / "finetuned.pt"
+    _finetune(files, plain, cond_drop_prob=0.0, epochs=1, select_metric="loss")
+    assert load_finetuned(plain).trained_for_guidance is False
+    cfg = GenerateConfig(sampler="ddim", steps=2, n_samples=1, max_items=2, threads=1, guidance_scale=2.0)
+    with pytest.raises(ConfigError, match="guidance_scale 2 needs a model trained with condition dropout.*"
+                                          "cond_drop_prob 0"):
+        generate_samples(plain, files / "sbj_1.npz", tmp_path / "s.npz", None, cfg, images=files / "images_256.npz")
+    generate_samples(plain, files / "sbj_1.npz", tmp_path / "s.npz", None, replace(cfg, guidance_scale=1.0),
+                     images=files / "images_256.npz")  # unguided: the reference's way, allowed
+    assert (tmp_path / "s.npz").exists()
+
+
 def test_reference_protocol_selects_on_the_test_set_and_says_so(files):
     out = files / "reference" / "finetuned.pt"
     summary = _finetune(files, out, protocol="reference", epochs=1, select_metric="loss")

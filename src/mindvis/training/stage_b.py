@@ -244,7 +244,8 @@ def finetune_ldm(npz: str | Path, images: str | Path | None, encoder: str | Path
                  "selected_epoch": best.get("epoch", cfg.epochs), "selection_score": best.get("score"),
                  "trainable": list(cfg.trainable), "dataset": dataset, "npz": str(npz), "prior_checkpoint": str(prior),
                  "encoder_checkpoint": str(encoder), "norm_mean": train.norm_mean, "norm_std": train.norm_std,
-                 "raw_voxels": train.raw_voxels, "roi": cfg.roi, "normalisation": normalisation}
+                 "raw_voxels": train.raw_voxels, "roi": cfg.roi, "normalisation": normalisation,
+                 "cond_drop_prob": cfg.cond_drop_prob}  # > 0: the model can be sampled with guidance
         config = finetuned_config(model, extra, lr=cfg.lr, num_epoch=cfg.epochs, batch_size=cfg.batch_size,
                                   crop_ratio=round(1.0 - cfg.crop_ratio, 6), clip_grad=cfg.clip_grad, seed=cfg.seed,
                                   num_samples=cfg.select_sampler.n_samples, ddim_steps=cfg.select_sampler.steps,
