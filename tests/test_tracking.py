@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mindvis.tracking import JobTracker, tracker_for
-from mindvis.tracking.job import flatten, run_name_for
+from mindvis.tracking.job import flatten, run_name_for, subject_of_npz
 
 
 def _runs(uri: str, experiment: str = "mindvis"):
@@ -141,3 +141,10 @@ def test_concurrent_jobs_lose_no_run_metric_or_artifact(tmp_path, monkeypatch):
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 25
         assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"config.yaml", "summary.json"}
         assert Path(run.info.artifact_uri.replace("file://", "")).is_relative_to(tmp_path)
+
+
+def test_subject_of_npz_is_the_plain_number_of_every_dataset():
+    # GOD sbj_N, BOLD5000 CSIN and NSD subjNN are all tagged N, as the DAG's subject wildcard
+    assert [subject_of_npz(p) for p in ("npz/sbj_2.npz", "CSI4.npz", "NSD/npz/subj01.npz", "subj10.npz")] == \
+        ["2", "4", "1", "10"]
+    assert subject_of_npz("HCP/npz/sim01.npz") == "sim01"  # not a subject npz name: kept as it is

@@ -45,10 +45,11 @@ def run(args) -> int:
     from mindvis.evaluation.sampler_comparison import (SamplerComparisonConfig, compare_samplers, format_table,
                                                         metric_names)
     from mindvis.tracking import tracker_for
+    from mindvis.tracking.job import subject_of_npz
     from mindvis.utils.atomic import write_json
 
     cfg = load_section(SamplerComparisonConfig, args.config, args.overrides)
-    subject = args.npz.stem.removeprefix("sbj_")
+    subject = subject_of_npz(args.npz)
     with tracker_for(args, cfg, dataset=args.dataset, subject=subject) as tracker:
         result = compare_samplers(args.model, args.npz, args.images, args.dataset, cfg, judge_path=args.judge)
         result = {"dataset": args.dataset, "subject": subject, "model": str(args.model), **result}

@@ -47,9 +47,10 @@ def run(args) -> int:
     from mindvis.config import load_section
     from mindvis.generation import GenerateConfig, generate_samples
     from mindvis.tracking import tracker_for
+    from mindvis.tracking.job import subject_of_npz
 
     cfg = load_section(GenerateConfig, args.config, args.overrides)
-    subject = args.npz.stem.removeprefix("sbj_")
+    subject = subject_of_npz(args.npz)
     with tracker_for(args, cfg, dataset=args.dataset, subject=subject) as tracker:
         summary = generate_samples(args.model, args.npz, args.out, args.grid, cfg, images=args.images,
                                    dataset=args.dataset, tracker=tracker)

@@ -33,9 +33,10 @@ def run(args) -> int:
     from mindvis.generation import GenerateConfig
     from mindvis.generation.controls import generate_controls
     from mindvis.tracking import tracker_for
+    from mindvis.tracking.job import subject_of_npz
 
     cfg = load_section(GenerateConfig, args.config, args.overrides)
-    subject = args.npz.stem.removeprefix("sbj_")
+    subject = subject_of_npz(args.npz)
     outs = {"shuffled_fmri": args.shuffled_out, "prior_only": args.prior_out, "train_retrieval": args.retrieval_out}
     with tracker_for(args, cfg, dataset=args.dataset, subject=subject) as tracker:
         summary = generate_controls(args.model, args.npz, outs, cfg, images=args.images, dataset=args.dataset)

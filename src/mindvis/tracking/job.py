@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -356,6 +357,14 @@ def parse_wildcards(items: list[str]) -> dict[str, str]:
         key, _, value = item.partition("=")
         out[key.strip()] = value.strip()
     return out
+
+
+def subject_of_npz(path: str | os.PathLike) -> str:
+    """The plain subject number of a subject npz (GOD sbj_1, BOLD5000 CSI1, NSD subj01 -> "1"), as the
+    DAG's subject wildcard and preprocess tags have it; any other stem as it is."""
+    stem = Path(path).stem
+    match = re.fullmatch(r"(?:sbj_|CSI|subj)0*(\d+)", stem)
+    return match.group(1) if match else stem
 
 
 def tracker_for(args, section: Any, dataset: str | None = None, subject: str | None = None) -> JobTracker:
