@@ -102,7 +102,7 @@ def test_judge_stops_at_max_steps(monkeypatch):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(25, 8, 8, 3), dtype=np.uint8)
     labels = np.arange(25) % 3
-    # 25 images, batch 10: 3 steps per epoch (10, 10, 5), 3 epochs = 9 steps; cap 4
+    # 25 images, batch 10: 2 steps per epoch (the engine drops the last 5), 3 epochs = 6 steps; cap 4
     cfg = JudgeTrainConfig(epochs=3, batch_size=10, width=4, image_size=8, augment=False, max_steps=4)
     _, summary = train_judge(images, labels, ["a", "b", "c"], cfg)
     assert len(counted) == 4 and summary["steps"] == 4

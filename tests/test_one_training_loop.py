@@ -9,11 +9,7 @@ installed by `signal.signal(...)` (however `signal` was imported) or an event lo
 A stage that writes its own loop, or a module that installs its own handler, fails here:
 it should give the engine hooks, or use SigtermHandler.
 
-One exception is named with its reason: evaluation/judge_training.py trains the embedded demo's
-judge, a fixed classifier of the evaluation (not a stage of the decoder), in seconds and without
-resume files, DDP or checkpoints. Its epochs keep their last, smaller batch and its augmentation
-draws from one generator in call order; on the engine its batches and draws, hence its weights
-and every judged accuracy, would change.
+The embedded demo's judge (evaluation/judge_training.py) is a stage like the others: no exception.
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mindvis"
 
 LOOP_HOME = "training/engine.py"
 SIGNAL_HOME = "utils/sigterm.py"
-LOOP_EXCEPTIONS = {"evaluation/judge_training.py"}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -77,7 +72,7 @@ def _takes_gradients(tree: ast.Module) -> list[int]:
 def test_the_engine_is_the_only_training_loop():
     found = {name: lines for name, tree in _modules().items() if (lines := _takes_gradients(tree))}
     assert LOOP_HOME in found, "training/engine.py no longer takes gradients: where did the loop go?"
-    others = {name: lines for name, lines in found.items() if name != LOOP_HOME and name not in LOOP_EXCEPTIONS}
+    others = {name: lines for name, lines in found.items() if name != LOOP_HOME}
     assert not others, (f"a second training loop (gradients taken at {others}): give the engine "
                         f"(mindvis.training.engine.run_loop) the stage's batch -> loss and hooks instead")
 
@@ -97,10 +92,3 @@ def test_the_scans_see_what_they_look_for():
                         "sg.signal(sg.SIGTERM, f)\ninstall(15, f)\nloop.add_signal_handler(15, f)\n")
     assert _installs_a_handler(aliased) == [3, 4, 5]
     assert _installs_a_handler(ast.parse("import signal\nsignal.getsignal(signal.SIGTERM)\n")) == []
-
-
-def test_no_exception_is_stale():
-    """Each named exception still exists and still takes gradients (else drop it from the list)."""
-    modules = _modules()
-    for name in LOOP_EXCEPTIONS:
-        assert name in modules and _takes_gradients(modules[name]), name

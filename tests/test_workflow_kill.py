@@ -12,9 +12,6 @@ exits 143) or SIGKILL (no warning: the last periodic checkpoint is all there is)
 `--rerun-incomplete` must resume from the saved step and end with every tensor (and every
 non-wall-clock value) of the reference checkpoint.
 
-The judge (`train_judge`, seconds long) has no resume file: killed, it must leave no output,
-and its rerun from scratch (seeded) must give the reference judge exactly.
-
 Cases run downstream-first: a rule's rerun only rewrites its own output, so every later case
 still has the inputs its reference was trained from.
 """
@@ -58,8 +55,7 @@ stage_b:
   finetune: {epochs: 6, batch_size: 4, checkpoint_every_steps: 2, lr: 5.0e-2}  # 6 steps per epoch, selection
   # every epoch; this lr makes an early epoch the best (5.0e-3 and 2.0e-2 no longer did; 1.0e-1 diverged), so a kill after it
   # leaves the export to the best state restored from the resume file
-judge:
-  epochs: 40
+judge: {epochs: 40, checkpoint_every_steps: 2}                       # 1 step per epoch (30 images)
 """
 OVERRIDE = "killable.yaml"
 
@@ -68,7 +64,6 @@ WALL_CLOCK_KEYS = {"samples_per_s", "train_seconds", "seconds"}
 
 RESUMED = re.compile(r"resumed from \S+ at step (\d+)/(\d+)")  # training.engine.run_loop
 STOPPED = re.compile(r"training stopped at step (\d+); state saved to")  # TrainingInterrupted, logged by the CLI
-JUDGE_DONE = re.compile(r"judge: \d+ epochs on \d+ images")  # judge_training.train_judge's last line
 
 SNAKEMAKE_TIMEOUT = timeouts.SNAKEMAKE_JOB  # any one Snakemake run of a single training job
 DAG_TIMEOUT = timeouts.DAG_RUN  # the module fixture's micro DAG
@@ -81,7 +76,6 @@ class Case:
     output: str
     log: str
     sig: signal.Signals
-    resumable: bool = True
     after_best_epoch: bool = False  # signal the job once the reference's selected epoch has ended (stage B)
 
 
@@ -96,8 +90,7 @@ CASES = [
          "results/logs/finetune_mbm/god_1.log", signal.SIGKILL),
     Case("pretrain_mbm", "pretrain-mbm", "results/stage_a/pretrain/fmri_encoder.pth",
          "results/logs/pretrain_mbm.log", signal.SIGTERM),
-    Case("train_judge", "train-judge", "results/judge/judge.pt", "results/logs/train_judge.log", signal.SIGTERM,
-         resumable=False),
+    Case("train_judge", "train-judge", "results/judge/judge.pt", "results/logs/train_judge.log", signal.SIGTERM),
 ]
 
 
@@ -232,9 +225,8 @@ def run_snakemake(workdir: Path, *args: str, name: str, timeout: float = SNAKEMA
 def kill_mid_run(workdir: Path, case: Case, epochs_done: int = 0) -> tuple[int, str]:
     """Run the case's target in the background and signal its job once it has made progress.
 
-    Progress: a `<out>.resume.pt` past step 0 and holding `epochs_done` finished epochs (resumable
-    trainers), or the job's MLflow run having opened (the judge, which has no checkpoint; training
-    starts right after). Returns Snakemake's exit code and its console output.
+    Progress: a `<out>.resume.pt` past step 0 and holding `epochs_done` finished epochs.
+    Returns Snakemake's exit code and its console output.
     """
     out = workdir / case.output
     console = workdir / f"snakemake_{case.rule}_killed.out"
@@ -242,13 +234,8 @@ def kill_mid_run(workdir: Path, case: Case, epochs_done: int = 0) -> tuple[int, 
     try:
         job = _wait_until(lambda: _job_process(psutil.Process(proc.pid), case.command), proc,
                           f"{case.rule}'s job started")
-        if case.resumable:
-            ready = _ResumeState(resume_path_for(out), lambda s: s["step"] > 0 and len(s["history"]) >= epochs_done)
-            _wait_until(ready, proc, f"{case.rule}'s checkpoint after {epochs_done} epoch(s)")
-        else:
-            log = workdir / case.log
-            _wait_until(lambda: log.exists() and "MLflow run train_judge" in log.read_text(), proc,
-                        "the judge's MLflow run")
+        ready = _ResumeState(resume_path_for(out), lambda s: s["step"] > 0 and len(s["history"]) >= epochs_done)
+        _wait_until(ready, proc, f"{case.rule}'s checkpoint after {epochs_done} epoch(s)")
         assert not out.exists(), f"{case.rule} finished before it could be killed: lengthen KILLABLE"
         try:
             job.send_signal(case.sig)
@@ -288,37 +275,30 @@ def test_killed_training_rule_reruns_to_the_uninterrupted_model(dag, case):
     named_like = {p.name for p in out.parent.glob(f"{out.name}*")} if out.parent.is_dir() else set()
     assert named_like <= {resume.name, hash_cache_path_for(out).name}  # resume state: the file and its input hashes
     if case.sig == signal.SIGTERM:
-        # 143: the trainers' own exit code after saving; for the judge (no handler), death by SIGTERM
+        # 143: the trainers' own exit code after saving
         assert "exit status 143" in console, console[-3000:]
-    if case.resumable:
-        state = torch.load(resume, weights_only=True)
-        saved = int(state["step"])
-        if restore_tested:  # killed after the reference's best epoch: its state must survive the kill
-            assert state["best"]["epoch"] == best_epoch and len(state["history"]) >= best_epoch
-        if case.sig == signal.SIGTERM:
-            # the handler finished the current step, saved it and said so
-            stopped = STOPPED.search(log)
-            assert stopped, log[-3000:]
-            assert int(stopped.group(1)) == saved
-            assert not list(out.parent.glob(f".{resume.name}.*"))  # no half-written state left behind
-        else:
-            assert saved % 2 == 0  # SIGKILL: the last periodic checkpoint (every 2 steps)
-        assert saved > 0
+    state = torch.load(resume, weights_only=True)
+    saved = int(state["step"])
+    if restore_tested:  # killed after the reference's best epoch: its state must survive the kill
+        assert state["best"]["epoch"] == best_epoch and len(state["history"]) >= best_epoch
+    if case.sig == signal.SIGTERM:
+        # the handler finished the current step, saved it and said so
+        stopped = STOPPED.search(log)
+        assert stopped, log[-3000:]
+        assert int(stopped.group(1)) == saved
+        assert not list(out.parent.glob(f".{resume.name}.*"))  # no half-written state left behind
     else:
-        assert not resume.exists()
-        assert not JUDGE_DONE.search(log), "the judge had finished training when it was killed"
+        assert saved % 2 == 0  # SIGKILL: the last periodic checkpoint (every 2 steps)
+    assert saved > 0
 
     code, console = run_snakemake(dag, "--cores", "2", "--rerun-incomplete", case.output, name=f"{case.rule}_rerun")
     assert code == 0, console[-3000:]
     log = (dag / case.log).read_text()
     resumed = RESUMED.search(log)
-    if case.resumable:
-        assert resumed, log[-3000:]
-        step, total = int(resumed.group(1)), int(resumed.group(2))
-        assert step == saved and 0 < step < total
-        assert not resume.exists()  # removed once the output is written
-    else:
-        assert resumed is None and JUDGE_DONE.search(log)
+    assert resumed, log[-3000:]
+    step, total = int(resumed.group(1)), int(resumed.group(2))
+    assert step == saved and 0 < step < total
+    assert not resume.exists()  # removed once the output is written
     n_tensors = assert_same_checkpoint(out, _reference(dag, case))
     assert n_tensors > 0
     print(f"{case.rule}: {case.sig.name}, {n_tensors} tensors equal, {time.perf_counter() - started:.1f} s")

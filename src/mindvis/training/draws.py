@@ -23,7 +23,7 @@ def step_generator(seed: int, step: int, stream: int = 3) -> torch.Generator:
 # Each kind of draw has its own stream, so a stage that skips one kind (no crops, no condition
 # dropout) leaves the others unchanged.
 DRAW_STREAMS = {"crop": 21, "crop_offset": 22, "patch_offset": 23, "noise": 24, "timestep": 25, "cond_drop": 26,
-                "restart": 27}
+                "restart": 27, "augment": 28}
 
 
 class StepDraws:
