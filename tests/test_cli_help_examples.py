@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+import sys
 
 import pytest
 import yaml
@@ -64,10 +65,10 @@ def test_every_help_example_parses_for_its_command(name, capsys, monkeypatch, tm
         raise _Parsed(real(schema, source, overrides))
 
     module, parser = build_command_parser(name)
-    monkeypatch.setattr(mindvis.config, "load_section", parse_then_stop)
-    monkeypatch.setattr(mindvis.config.loader, "load_section", parse_then_stop)
-    if hasattr(module, "load_section"):
-        monkeypatch.setattr(module, "load_section", parse_then_stop)
+    # every module that bound the loader by name (the command's own, or the shared job shell it calls)
+    for loaded in [m for key, m in sys.modules.items() if key.startswith("mindvis") and m is not None]:
+        if getattr(loaded, "load_section", None) is real:
+            monkeypatch.setattr(loaded, "load_section", parse_then_stop)
     for example in examples:
         argv = [name, *_required_arguments(parser, tmp_path), "--no-tracking", "--set", example]
         with pytest.raises(_Parsed) as parsed:
