@@ -32,12 +32,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mindvis.tracking.job import subject_of_npz
 from mindvis.training.job import add_out_argument, run_command
 from mindvis.training.stage_b import FinetuneLdmConfig, finetune_ldm
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--npz", type=Path, required=True, help="one subject: GOD sbj_N.npz or BOLD5000 CSI{n}.npz")
+    parser.add_argument("--npz", type=Path, required=True, help="one subject: GOD sbj_N.npz, BOLD5000 CSI{n}.npz or NSD subjNN.npz")
     parser.add_argument("--images", type=Path, default=None,
                         help="GOD images_256.npz (BOLD5000 keeps its images in the subject npz)")
     from mindvis.data.pairs import DATASETS
@@ -58,6 +59,6 @@ def run(args) -> int:
 
     return run_command(
         args, FinetuneLdmConfig, train, out=args.out, artifact="finetuned", dataset=args.dataset,
-        subject=args.npz.stem.removeprefix("sbj_").removeprefix("CSI"),
+        subject=subject_of_npz(args.npz),
         describe=lambda s: f"stage B: {s['n_train_pairs']} training pairs, selected epoch {s['selected_epoch']} "
                            f"(score {s['selection_score']}, {s['protocol']} protocol), {s['seconds']:.0f} s")
