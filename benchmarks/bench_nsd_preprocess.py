@@ -13,38 +13,20 @@ Smaller `--grid` / `--trials` for a busy machine (the figures then say so). Prin
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-CHILD = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
-         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 BASELINE = "import mindvis.preprocess.nsd, mindvis.data.images, h5py, nibabel, scipy.io"
 
-
-def peak_rss_kib(argv: list[str]) -> tuple[int, float]:
-    """(peak RSS in KiB, seconds) of `argv` run as a fresh child process."""
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, *argv], check=True, capture_output=True, text=True)
-    return int(out.stdout.strip().splitlines()[-1]), time.perf_counter() - start
-
-
-def roi_voxels(total: int) -> str:
-    """simulate-nsd's per-area voxel counts summing to about `total` nsdgeneral voxels."""
-    share = {"V1": 0.19, "V2": 0.19, "V3": 0.16, "hV4": 0.1, "ventral": 0.19, "lateral": 0.17}
-    return "{" + ", ".join(f"{k}: {max(4, int(total * v))}" for k, v in share.items()) + "}"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_nsd_simulate import peak_rss_kib, roi_voxels, session_parser  # noqa: E402  (one home for the child-process RSS probe)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, required=True, help="folder for the simulated release and the npz")
-    parser.add_argument("--grid", type=int, nargs=3, default=[81, 104, 83], help="X Y Z (NSD subj01: 81 104 83)")
-    parser.add_argument("--trials", type=int, default=750, help="trials of the session (NSD: 750)")
-    parser.add_argument("--voxels", type=int, default=15724, help="nsdgeneral voxels (NSD subj01: 15724)")
-    args = parser.parse_args()
+    args = session_parser(__doc__, "folder for the simulated release and the npz").parse_args()
     root = args.work / "raw"
     images = 250
     repeats = -(-args.trials // images)  # every image shown up to 3 times fills the session

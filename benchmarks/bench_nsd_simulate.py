@@ -40,12 +40,18 @@ def roi_voxels(total: int) -> str:
     return "{" + ", ".join(f"{k}: {max(4, int(total * v))}" for k, v in share.items()) + "}"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, required=True, help="folder for the simulated release (rewritten)")
+def session_parser(description: str, work_help: str) -> argparse.ArgumentParser:
+    """The options of one simulated session (shared with bench_nsd_preprocess.py)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True, help=work_help)
     parser.add_argument("--grid", type=int, nargs=3, default=[81, 104, 83], help="X Y Z (NSD subj01: 81 104 83)")
     parser.add_argument("--trials", type=int, default=750, help="trials of the session (NSD: 750; at most 750)")
     parser.add_argument("--voxels", type=int, default=15724, help="nsdgeneral voxels (NSD subj01: 15724)")
+    return parser
+
+
+def main() -> int:
+    parser = session_parser(__doc__, "folder for the simulated release (rewritten)")
     parser.add_argument("--brick-size", type=int, default=425, help="imgBrick image side (NSD: 425)")
     parser.add_argument("--hdf5", action="store_true", help="also write the HDF5 betas")
     args = parser.parse_args()
