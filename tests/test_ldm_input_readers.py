@@ -63,3 +63,19 @@ def test_read_labels_csv_not_text_or_infinite_id(tmp_path):
     infinite.write_text("1518878.01,a.JPEG\ninf,b.JPEG\n")
     with pytest.raises(InputDataError, match=r"inf\.csv: line 2: 'inf' is not a stimulus id"):
         read_labels(infinite, 2)
+
+
+def test_read_labels_refuses_a_label_past_its_classes(tmp_path):
+    # 2 named classes: label 2 names no class; unnamed: a huge id would size a 10**12-row embedding
+    named = tmp_path / "named.npz"
+    np.savez(named, train_labels=np.array([0, 2]), class_names=np.array(["a", "b"]))
+    with pytest.raises(InputDataError, match="class label 2 but only 2 class_names"):
+        read_labels(named, 2)
+    huge = tmp_path / "huge.npz"
+    np.savez(huge, train_labels=np.array([0, 10**12]))
+    with pytest.raises(InputDataError, match="class label 1000000000000 but only 100000 classes"):
+        read_labels(huge, 2)
+    fine = tmp_path / "fine.npz"
+    np.savez(fine, train_labels=np.array([0, 3]))  # unnamed, sparse ids: classes 0..3
+    labels, names = read_labels(fine, 2)
+    assert labels.tolist() == [0, 3] and names == ["0", "1", "2", "3"]

@@ -52,6 +52,9 @@ def to_hwc(images: torch.Tensor) -> np.ndarray:
 
 
 # -- labels -------------------------------------------------------------------------------------------
+MAX_CLASSES = 100_000  # unnamed class labels must be below this (ImageNet-21k has 21,841 classes)
+
+
 def read_labels(path: str | Path, n_images: int, split: str = "train") -> tuple[np.ndarray, list[str]]:
     """Class index per image, in the images npz's row order, and the class names.
 
@@ -98,5 +101,11 @@ def read_labels(path: str | Path, n_images: int, split: str = "train") -> tuple[
         raise InputDataError(path, f"{labels.shape[0]} labels for {n_images} images: the files do not match")
     if labels.min() < 0:
         raise InputDataError(path, "negative class labels")
+    # a class index past the named classes (or, unnamed, past MAX_CLASSES) would size the class
+    # embedding and the names list: a stray huge value must not allocate gigabytes
+    limit = len(names) if names else MAX_CLASSES
+    if labels.max() >= limit:
+        raise InputDataError(path, f"class label {int(labels.max())} but only {limit} "
+                                   f"{'class_names' if names else 'classes allowed (MAX_CLASSES)'}")
     n_classes = max(int(labels.max()) + 1, len(names))
     return labels, names or [str(i) for i in range(n_classes)]
