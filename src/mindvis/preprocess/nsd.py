@@ -289,15 +289,25 @@ class Split:
     train_image_index: np.ndarray  # (n_train_trials,) row of train_ids
 
 
+def group_positions(positions: np.ndarray, owner: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """`positions` split by `owner` (0..n_groups-1, one per position), each group in its original order."""
+    if not n_groups:
+        return []
+    counts = np.bincount(owner, minlength=n_groups)
+    return np.split(positions[np.argsort(owner, kind="stable")], np.cumsum(counts)[:-1])
+
+
 def split_trials(table: TrialTable) -> Split:
     test_pos = np.flatnonzero(table.shared)
-    test_ids = np.unique(table.nsd_id[test_pos])
-    groups = [test_pos[table.nsd_id[test_pos] == i] for i in test_ids]
+    test_ids, test_owner = np.unique(table.nsd_id[test_pos], return_inverse=True)
+    groups = group_positions(test_pos, test_owner.reshape(-1), test_ids.size)
     train = np.flatnonzero(~table.shared)
-    uniq, first = np.unique(table.nsd_id[train], return_index=True)
-    train_ids = uniq[np.argsort(first, kind="stable")]
-    row_of = {int(i): r for r, i in enumerate(train_ids)}
-    index = np.asarray([row_of[int(i)] for i in table.nsd_id[train]], dtype=np.int64)
+    uniq, first, inverse = np.unique(table.nsd_id[train], return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # ascending id -> first-presentation order
+    train_ids = uniq[order]
+    row_of = np.empty(order.size, dtype=np.int64)
+    row_of[order] = np.arange(order.size)
+    index = row_of[inverse.reshape(-1)]
     return Split(test_ids, groups, train, train_ids, index)
 
 
@@ -387,10 +397,10 @@ def preprocess_nsd_subject(root: str | Path, subject: int, out: str | Path,
     test_trials = np.concatenate(split.test_groups)
     test_owner = np.repeat(np.arange(len(split.test_groups), dtype=np.int64), [g.size for g in split.test_groups])
     test_repeats = np.asarray([g.size for g in split.test_groups], dtype=np.int64)
-    train_groups = [split.train_trials[split.train_image_index == r] for r in range(split.train_ids.size)]
-    train_repeats = np.asarray([g.size for g in train_groups], dtype=np.int64)
+    train_repeats = np.bincount(split.train_image_index, minlength=split.train_ids.size).astype(np.int64)
     if cfg.train_average:
-        train_rows = average_groups(betas, train_groups)
+        train_rows = average_groups(betas, group_positions(split.train_trials, split.train_image_index,
+                                                           split.train_ids.size))
         train_index = np.arange(split.train_ids.size, dtype=np.int64)
     else:
         train_rows = betas[split.train_trials]
@@ -408,7 +418,7 @@ def preprocess_nsd_subject(root: str | Path, subject: int, out: str | Path,
         apply_statistics(train_rows, mean, std)
         apply_statistics(test_rows, mean, std)
         extra.update(zscore_mean=mean, zscore_std=std)
-    test_avg = average_groups(test_rows, [np.flatnonzero(test_owner == k) for k in range(len(split.test_groups))])
+    test_avg = average_groups(test_rows, group_positions(np.arange(test_owner.size), test_owner, len(split.test_groups)))
     if not cfg.train_average:
         extra.update(train_trial_index=split.train_trials, train_trial_global=table.global_trial[split.train_trials])
 
