@@ -294,7 +294,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
 
     # --- NSD-style suite --------------------------------------------------------------------
     if cfg.nsd_suite:
-        two_way, distances, missing = nsd_extractors(cfg, alexnet, inception, batched_features)
+        two_way, distances, missing = nsd_extractors(cfg, alexnet, inception)
         skipped.update(missing)
         size = pixel_size_for(cfg.nsd_pixels, (identity or {}).get("dataset"))
         pix_gt = _pixel_ground_truth(pixel_ground_truth, size, n_test)

@@ -38,10 +38,10 @@ from torch import nn
 from mindvis.evaluation.image_inputs import (
     CLIP_MEAN,
     CLIP_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    imagenet_input,
     normalise,
     resize_center_crop,
+    to_unit_float,
 )
 from mindvis.evaluation.judges import Judge
 from mindvis.evaluation.weight_files import TORCHVISION_SOURCE, load_strict, load_weight_file, require_file
@@ -89,7 +89,7 @@ class InceptionFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        x = to_unit_float(x)
         x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False, antialias=True)
         x = (x - 0.5) / 0.5  # the [-1, 1] range Google's Inception weights expect
         n = self.net
@@ -128,9 +128,7 @@ class AlexNetLayers(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = resize_center_crop(x, 256, "bilinear")
-        x = normalise(x, IMAGENET_MEAN, IMAGENET_STD)
+        x = imagenet_input(x, 256)
         out, wanted = {}, {v: k for k, v in self.LAYERS.items()}
         for idx, layer in enumerate(self.features):
             x = layer(x)
@@ -160,7 +158,7 @@ class ClipImageEmbedding(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        x = to_unit_float(x)
         x = resize_center_crop(x, self.image_size, self.mode)
         return self.net(normalise(x, CLIP_MEAN, CLIP_STD))
 

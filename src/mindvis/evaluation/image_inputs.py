@@ -26,6 +26,11 @@ def nhwc_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
 
 
+def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 -> float 0..1; a float tensor is taken as already on that scale."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
 def normalise(x: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
@@ -42,3 +47,7 @@ def resize_center_crop(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return x[..., top : top + size, left : left + size]
 
+
+def imagenet_input(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (or 0..1 float) NCHW -> a torchvision ImageNet network's input: `size` px bilinear, ImageNet mean/std."""
+    return normalise(resize_center_crop(to_unit_float(x), size, "bilinear"), IMAGENET_MEAN, IMAGENET_STD)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mindvis.evaluation.image_inputs import IMAGENET_MEAN, IMAGENET_STD, normalise, resize_center_crop
+from mindvis.evaluation.image_inputs import imagenet_input
 from mindvis.evaluation.weight_files import TORCHVISION_SOURCE, load_strict, load_weight_file, require_file
 from mindvis.utils.errors import InputDataError
 
@@ -31,11 +31,6 @@ SIZES = {"alexnet": 256, "inception": 342, "clip": 224, "effnet": 255, "swav": 2
 EFFNET_URL = "https://download.pytorch.org/models/efficientnet_b1-c27df63c.pth"
 SWAV_SOURCE = ("download it once from https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar "
                "(what torch.hub's facebookresearch/swav resnet50 loads) and copy it here.")
-
-
-def _imagenet_input(x: torch.Tensor, size: int) -> torch.Tensor:
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    return normalise(resize_center_crop(x, size, "bilinear"), IMAGENET_MEAN, IMAGENET_STD)
 
 
 class EffNetFeatures(nn.Module):
@@ -47,7 +42,7 @@ class EffNetFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.avgpool(self.features(_imagenet_input(x, self.size))).flatten(1)
+        return self.avgpool(self.features(imagenet_input(x, self.size))).flatten(1)
 
 
 class ResNetPoolFeatures(nn.Module):
@@ -60,7 +55,7 @@ class ResNetPoolFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.net
-        x = _imagenet_input(x, self.size)
+        x = imagenet_input(x, self.size)
         x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
         x = n.layer4(n.layer3(n.layer2(n.layer1(x))))
         return n.avgpool(x).flatten(1)
@@ -98,13 +93,14 @@ def load_swav(path: str | Path | None, config_key: str) -> ResNetPoolFeatures:
     return ResNetPoolFeatures(net)
 
 
-def nsd_extractors(cfg, alexnet, inception, batched_features):
+def nsd_extractors(cfg, alexnet, inception):
     """(2-way extractors, distance extractors, skipped notes) for the configured networks.
 
     Each extractor maps uint8 (n, H, W, 3) images to {feature name: (n, D) array}; the feature
     name becomes the metric `nsd_two_way_<name>` or `nsd_distance_<name>`.
     """
     from mindvis.evaluation import feature_nets as nets
+    from mindvis.evaluation.nsd_suite import batched_features
 
     def run(module, name=None):
         module = module.to(cfg.device)
