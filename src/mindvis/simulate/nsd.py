@@ -228,10 +228,9 @@ def write_subject(root: Path, stim: StimulusSet, design: nd.NsdDesign, subject: 
     order = np.argsort(anatomy.voxel_flat)
     general_flat = anatomy.voxel_flat[order]
     nsd0 = design.nsd_ids(subject)
-    shown = np.unique(nsd0)
-    evoked_of = np.zeros((design.n_73k, model.n_voxels), dtype=np.float32)
+    shown = np.unique(nsd0)  # evoked rows only for the images this subject sees, not all n_73k
     rows = design.image_of_73k[shown]
-    evoked_of[shown] = model.evoked(images[rows], labels[rows])
+    evoked_shown = model.evoked(images[rows], labels[rows])
 
     ppdata = root / PPDATA.format(s=subject)
     for name, vol in (("roi/nsdgeneral", anatomy.nsdgeneral), ("roi/prf-visualrois", anatomy.prf),
@@ -264,7 +263,7 @@ def write_subject(root: Path, stim: StimulusSet, design: nd.NsdDesign, subject: 
         pct += spont
         del spont
         shift = srng.normal(0.0, cfg.session_shift / cfg.snr, size=model.n_voxels).astype(np.float32)
-        pct += evoked_of[nsd0[trials]]
+        pct += evoked_shown[np.searchsorted(shown, nsd0[trials])]
         pct += baseline + shift
         pct *= gain
         roi_int = _quantise(pct)  # (n_tps, V) in model order
