@@ -139,11 +139,11 @@ def heldout_loss(model: DcLdm, fmri: np.ndarray, images: torch.Tensor, draws: in
     """Diffusion loss of (fMRI, image) pairs at fixed noise and steps (no augmentation): comparable across epochs."""
     was_training = model.training
     model.eval()
+    x = images.float().to(device) / 127.5 - 1.0  # the same inputs for every draw: converted once
+    cond = torch.from_numpy(fmri)[:, None, :].to(device)
     total = 0.0
     for d in range(draws):
-        gen = step_generator(seed, d, stream=9)
-        x = images.float().to(device) / 127.5 - 1.0
-        total += float(model.diffusion_loss(x, torch.from_numpy(fmri)[:, None, :].to(device), gen, 0.0, snr_gamma))
+        total += float(model.diffusion_loss(x, cond, step_generator(seed, d, stream=9), 0.0, snr_gamma))
     model.train(was_training)
     return total / max(draws, 1)
 
