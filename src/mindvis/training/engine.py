@@ -128,25 +128,18 @@ def digest(*arrays: np.ndarray | torch.Tensor) -> str:
     return sha.hexdigest()[:16]
 
 
-class StopFlag:
-    """Set by SIGTERM while training; the loop checks it after every step. Inside the loop it
-    replaces the job's handler (the tracker's, which would raise JobKilled mid-step) and gives
+class StopFlag(SigtermHandler):
+    """Set by SIGTERM while training; the loop checks it after every step. Inside the loop (`with`)
+    it replaces the job's handler (the tracker's, which would raise JobKilled mid-step) and gives
     it back afterwards."""
 
     def __init__(self):
+        super().__init__(self._handle)
         self.raised = False
-        self._handler = SigtermHandler(self._handle)
-
-    def __enter__(self) -> StopFlag:
-        self._handler.take()
-        return self
 
     def _handle(self, signum, frame):
         log.warning("SIGTERM: saving a resumable checkpoint after the current step")
         self.raised = True
-
-    def __exit__(self, *exc):
-        self._handler.give_back()
 
 
 @dataclass
