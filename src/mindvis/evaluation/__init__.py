@@ -145,6 +145,7 @@ def evaluate_samples(
     identity: dict[str, Any] | None = None,
     features_out: dict[str, np.ndarray] | None = None,
     pixel_ground_truth: np.ndarray | None = None,
+    networks: Networks | None = None,
 ) -> dict:
     """Every metric for one samples file; returns the metrics.json document.
 
@@ -154,26 +155,51 @@ def evaluate_samples(
     ci95 (and the main ones a p_value; `uncertainty`). features_out, when given, receives the
     judge's penultimate features: "gt" (n, D) and "gen" (n, K, D). pixel_ground_truth: the test
     images at the NSD suite's PixCorr/SSIM size (425 px, uint8), when the dataset provides them.
+    networks: the pretrained networks of `load_networks(cfg)`, when already read (else read here).
     """
     import torch
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
     try:
-        return _evaluate(samples, ground_truth, cfg, judge, test_labels, identity, features_out, pixel_ground_truth)
+        return _evaluate(samples, ground_truth, cfg, judge, test_labels, identity, features_out, pixel_ground_truth,
+                         networks)
     finally:
         torch.set_num_threads(threads_before)
 
 
+@dataclass
+class Networks:
+    """The optional pretrained networks, read once per evaluation (the model's samples, controls, seeds)."""
+
+    alexnet: Any = None
+    inception: Any = None
+    nsd: tuple | None = None  # nsd_extractors' (2-way extractors, distance extractors, skipped notes)
+
+
+def load_networks(cfg: EvaluateConfig) -> Networks:
+    """Each configured network's weights, read once (a missing configured file fails here, before any work)."""
+    from mindvis.evaluation import feature_nets as nets
+    from mindvis.evaluation.nsd_networks import nsd_extractors
+
+    out = Networks()
+    if cfg.alexnet_weights:
+        out.alexnet = nets.load_alexnet(cfg.alexnet_weights, "evaluate.alexnet_weights")
+    if cfg.inception_weights:
+        out.inception = nets.load_inception_net(cfg.inception_weights, "evaluate.inception_weights")
+    if cfg.nsd_suite:
+        out.nsd = nsd_extractors(cfg, out.alexnet, out.inception)
+    return out
+
+
 def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, identity, features_out,
-              pixel_ground_truth=None) -> dict:
+              pixel_ground_truth=None, networks: Networks | None = None) -> dict:
     import torch
 
     from mindvis.evaluation import feature_nets as nets
     from mindvis.evaluation import judges as J
     from mindvis.evaluation.fid import fid_over_sample_sets
     from mindvis.evaluation.identification import identification_rates, pixel_score_matrices
-    from mindvis.evaluation.nsd_networks import nsd_extractors
     from mindvis.evaluation.nsd_suite import batched_features, nsd_item_scores, pixel_size_for, summarise_nsd
     from mindvis.evaluation.uncertainty import (
         Frechet,
@@ -189,12 +215,8 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
     if judge is None:
         judge = J.load_judge(cfg.judge, cfg.judge_weights, "evaluate.judge_weights")
     judge.to(cfg.device)
-    # Each optional network is read once (a missing configured file fails here, before any work).
-    alexnet = inception = None
-    if cfg.alexnet_weights:
-        alexnet = nets.load_alexnet(cfg.alexnet_weights, "evaluate.alexnet_weights")
-    if cfg.inception_weights:
-        inception = nets.load_inception_net(cfg.inception_weights, "evaluate.inception_weights")
+    networks = networks if networks is not None else load_networks(cfg)
+    alexnet, inception = networks.alexnet, networks.inception
     metrics: dict[str, dict] = {}
     views: dict[str, object] = {}  # per metric, what it is made of item by item (uncertainty.py)
     skipped: dict[str, str] = {}
@@ -294,7 +316,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
 
     # --- NSD-style suite --------------------------------------------------------------------
     if cfg.nsd_suite:
-        two_way, distances, missing = nsd_extractors(cfg, alexnet, inception)
+        two_way, distances, missing = networks.nsd
         skipped.update(missing)
         size = pixel_size_for(cfg.nsd_pixels, (identity or {}).get("dataset"))
         pix_gt = _pixel_ground_truth(pixel_ground_truth, size, n_test)

@@ -125,14 +125,15 @@ def evaluate_with_controls(samples: np.ndarray, ground_truth: np.ndarray, cfg, j
     control and seed run must hold the same test items, in the same order, as the model's samples.
     pixel_ground_truth: the test images at the NSD suite's PixCorr/SSIM size (425 px), when the dataset has them.
     """
-    from mindvis.evaluation import evaluate_samples, resolve_pixels
+    from mindvis.evaluation import evaluate_samples, load_networks, resolve_pixels
     from mindvis.evaluation import judges as J
     from mindvis.evaluation.uncertainty import UncertaintyConfig
 
     if judge is None:
         judge = J.load_judge(cfg.judge, cfg.judge_weights, "evaluate.judge_weights")
     cfg = resolve_pixels(cfg, (identity or {}).get("dataset"))  # controls are scored at the model's size
-    pix = {"pixel_ground_truth": pixel_ground_truth}
+    # the same networks score the model, every control and every seed run: each file is read once
+    pix = {"pixel_ground_truth": pixel_ground_truth, "networks": load_networks(cfg)}
     features: dict[str, np.ndarray] = {}
     doc = evaluate_samples(samples, ground_truth, cfg, judge=judge, test_labels=test_labels, identity=identity,
                            features_out=features, **pix)
