@@ -162,7 +162,7 @@ def train_mbm(model: ScMbm, train_rows: np.ndarray, holdout_rows: np.ndarray, cf
         export_mbm_checkpoint(out_path, model, config, epoch=max(done.step - 1, 0) // done.steps_per_epoch,
                               optimizer=done.optimizer.state_dict(), scaler=done.scaler.state_dict())
 
-    baseline = voxel_mean_baseline(train_rows, holdout_rows, model, cfg.mask_ratio, cfg.eval_mask_seed,
+    baseline = voxel_mean_baseline(voxel_mean, holdout_rows, model, cfg.mask_ratio, cfg.eval_mask_seed,
                                    sources=holdout_sources) if env.is_main else {}
     hooks = LoopHooks(step_loss, epoch_end=evaluate, initial=evaluate,
                       optimizer=lambda: build_adamw(model, cfg.lr, cfg.weight_decay),

@@ -153,15 +153,15 @@ def masked_reconstruction_quality(model: ScMbm, rows: np.ndarray | torch.Tensor,
     return {"loss": sum(losses) / x.shape[0], **quality}
 
 
-def voxel_mean_baseline(train_rows: np.ndarray, holdout_rows: np.ndarray, model: ScMbm, mask_ratio: float,
+def voxel_mean_baseline(voxel_mean: np.ndarray, holdout_rows: np.ndarray, model: ScMbm, mask_ratio: float,
                         mask_seed: int, sources: np.ndarray | None = None) -> dict[str, float]:
-    """The same metrics when every masked voxel is predicted by its training mean (no model):
+    """The same metrics when every masked voxel is predicted by its training mean `voxel_mean` (P,) (no model):
     masked_corr and masked_r2 are 0 by definition; loss and masked_corr_per_sample are measured."""
     if holdout_rows.shape[0] == 0:
         return {}
     _, mask = eval_masks(model, holdout_rows.shape[0], mask_ratio, mask_seed)
     vmask = _voxel_mask(mask, model.patch_size)
-    mean = torch.as_tensor(train_rows.mean(axis=0), dtype=torch.float32)
+    mean = torch.as_tensor(voxel_mean, dtype=torch.float32)
     true = torch.as_tensor(holdout_rows, dtype=torch.float32)
     pred = mean[None].expand(true.shape[0], -1)
     score = HiddenVoxelScore()
