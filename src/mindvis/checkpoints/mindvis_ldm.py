@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from mindvis.checkpoints import compvis_specs
-from mindvis.checkpoints.compvis_ldm import ImportReport, from_foreign
+from mindvis.checkpoints.compvis_ldm import ImportReport, from_foreign, strip
 from mindvis.checkpoints.compvis_names import (
     UNET_PREFIX,
     VQ_PREFIX,
@@ -179,10 +179,6 @@ class StageBLayout:
     sources: dict[str, str] = field(default_factory=dict)  # where the head count / latent side came from
 
 
-def _strip(state, prefix):
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
 def _stage_a_heads(stage_a: Path, mae: dict[str, torch.Tensor]) -> int:
     """num_heads from a stage A fmri_encoder.pth's config (the reference builds its encoder from it)."""
     obj = safe_load(stage_a, mmap=True)
@@ -240,7 +236,7 @@ def layout_from_state(state: dict[str, torch.Tensor], fields: dict[str, Any], pa
     """Every size of a stage B model: our `mindvis` block when present, else the shapes + the hints above."""
     path = None if path is None else Path(path)
     ours = fields.get("mindvis") if isinstance(fields.get("mindvis"), dict) else {}
-    mae = _strip(state, MAE_PREFIX)
+    mae = strip(state, MAE_PREFIX)
     if not mae:
         raise InputDataError(path, "no cond_stage_model.mae.* keys: not a MinD-Vis stage B checkpoint")
     if COND_PREFIX + "channel_mapper.0.weight" not in state:
@@ -267,14 +263,14 @@ def _spec_from_shapes(state, fields, path, prior_config, sources) -> LdmSpec:
     yaml_path = find_prior_yaml(path, prior_config)
     hints = compvis_specs.read_prior_yaml(yaml_path) if yaml_path is not None else {}
     img = int(fields.get("img_size") or hints.get("resolution") or 256)
-    vq = compvis_specs.infer_vq_spec(_strip(state, VQ_PREFIX), resolution=img, path=path)
+    vq = compvis_specs.infer_vq_spec(strip(state, VQ_PREFIX), resolution=img, path=path)
     if yaml_path is not None:
         compvis_specs.check_latent_size(yaml_path, hints.get("latent_size"), img, len(vq.ch_mult),
                                         hints.get("n_levels"))
         sources["latent_size"] = f"{yaml_path} (model.params.image_size), checked against img_size {img}"
     else:
         sources["latent_size"] = f"img_size {img} / the first stage's down-sampling {vq.downsampling} (no config.yaml)"
-    unet_sd = {k: v for k, v in _strip(state, UNET_PREFIX).items() if not k.startswith("time_embed_condtion.")}
+    unet_sd = {k: v for k, v in strip(state, UNET_PREFIX).items() if not k.startswith("time_embed_condtion.")}
     unet = compvis_specs.infer_unet_spec(unet_sd, num_heads=int(hints.get("num_heads") or 1),
                                          sample_size=vq.latent_size, path=path)
     context_len = int(state[COND_PREFIX + "channel_mapper.1.weight"].shape[0])
