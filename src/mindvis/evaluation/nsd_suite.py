@@ -153,8 +153,8 @@ def nsd_item_scores(
     pixel_gts: the ground truth at that size, when the dataset provides it (else `gts` resized).
     """
     pix_gts = pixel_gts if (pixel_gts is not None and pixel_size is not None) else gts
-    out = {"pixcorr": pixcorr_per_item(preds, pix_gts, pixel_size),
-           "ssim_gray": ssim_gray_per_item(preds, pix_gts, pixel_size)}
+    pix_preds, pix_gts = _at(preds, pixel_size), _at(pix_gts, pixel_size)  # resized once for both metrics
+    out = {"pixcorr": pixcorr_per_item(pix_preds, pix_gts), "ssim_gray": ssim_gray_per_item(pix_preds, pix_gts)}
     for kind, fns in (("two_way", extractors), ("distance", distances or {})):
         for name, fn in fns.items():
             if gt_features is not None and name in gt_features:
