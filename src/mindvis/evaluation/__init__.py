@@ -199,7 +199,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
     from mindvis.evaluation import feature_nets as nets
     from mindvis.evaluation import judges as J
     from mindvis.evaluation.fid import fid_over_sample_sets
-    from mindvis.evaluation.identification import identification_rates, pixel_score_matrices
+    from mindvis.evaluation.identification import correlation_matrix, identification_rates, pixel_score_matrices
     from mindvis.evaluation.nsd_suite import batched_features, nsd_item_scores, pixel_size_for, summarise_nsd
     from mindvis.evaluation.uncertainty import (
         Frechet,
@@ -324,7 +324,7 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
         item_sets = [nsd_item_scores(samples[:, k], ground_truth, two_way, cache, distances, size, pix_gt)
                      for k in range(k_sets)]
         for k, one in enumerate(item_sets):  # the judge's features are already computed above
-            one["two_way_judge"] = _correlations(gen_feats[:, k], gt_feats)
+            one["two_way_judge"] = correlation_matrix(gen_feats[:, k], gt_feats)
         sets = [summarise_nsd(one) for one in item_sets]
         for name in sets[0]:
             label, definition, chance = _NSD_SPEC.get(name, (name, name, 0.5))
@@ -355,14 +355,6 @@ def _evaluate(samples, ground_truth, cfg: EvaluateConfig, judge, test_labels, id
         "metrics": metrics,
         "skipped": skipped,
     }
-
-
-
-
-def _correlations(pred_features: np.ndarray, gt_features: np.ndarray) -> np.ndarray:
-    from mindvis.evaluation.identification import correlation_matrix
-
-    return correlation_matrix(pred_features, gt_features)
 
 
 _NSD_SPEC = {
